@@ -1,0 +1,35 @@
+"""geomap-gan: georeferenced satellite/aerial imagery to map-style rasters with pix2pix.
+
+Public API (imported lazily so ``import geomap_gan`` and ``geomap-gan --help`` stay instant):
+``render``, ``RenderOptions``, ``load_model``, ``train``, ``TrainConfig``, ``evaluate``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+__version__ = "0.1.0"
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+_LAZY = {
+    "render": "geomap_gan.render",
+    "RenderOptions": "geomap_gan.render",
+    "load_model": "geomap_gan.modelfile",
+    "save_model": "geomap_gan.modelfile",
+    "MapModel": "geomap_gan.modelfile",
+    "ModelCard": "geomap_gan.modelfile",
+    "train": "geomap_gan.train",
+    "TrainConfig": "geomap_gan.train",
+    "evaluate": "geomap_gan.metrics",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'geomap_gan' has no attribute {name!r}")

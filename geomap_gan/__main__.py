@@ -1,0 +1,5 @@
+"""``python -m geomap_gan`` runs the CLI."""
+
+from .cli import main
+
+main()

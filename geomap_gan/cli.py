@@ -1,0 +1,220 @@
+"""The ``geomap-gan`` command line: a thin shell over the library.
+
+The only module that imports click and tqdm or configures logging. Heavy imports (torch, rasterio)
+happen inside command bodies so ``--help`` and ``--version`` are instant. Every GeomapGanError
+becomes a one-line ``Error: ...`` on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import GeomapGanError
+
+log = logging.getLogger("geomap_gan")
+
+
+class GeomapGroup(click.Group):
+    """Turns library errors into one-line messages with exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GeomapGanError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    level = logging.WARNING if verbose == 0 and not quiet else level
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+@click.group(cls=GeomapGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="geomap-gan")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Errors only, no progress bar.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
+    """Turn georeferenced aerial/satellite imagery into map-style rasters (pix2pix)."""
+    _setup_logging(verbose, quiet)
+    ctx.obj = {"quiet": quiet}
+
+
+def _command_line() -> str:
+    return "geomap-gan " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _echo_json_or_table(data: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+        return
+    width = max(len(k) for k in data)
+    for k, v in data.items():
+        click.echo(f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+
+
+# ---- info ----------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("model", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def info(model: Path | None, as_json: bool) -> None:
+    """Print the model card of MODEL (default: the bundled model).
+
+    \b
+    Example:
+      geomap-gan info
+      geomap-gan info runs/maps/model.safetensors --json
+    """
+    import dataclasses
+
+    from .modelfile import load_model
+    from .nets import count_parameters
+
+    m = load_model(model)
+    data = dataclasses.asdict(m.card)
+    data["parameters"] = count_parameters(m.generator)
+    if not as_json:
+        data["metrics"] = ", ".join(f"{k}={v}" for k, v in data["metrics"].items()) or "-"
+    _echo_json_or_table(data, as_json)
+
+
+# ---- train ---------------------------------------------------------------------------------------
+def _tqdm_train_progress(quiet: bool) -> Callable[[dict[str, float]], None] | None:
+    if quiet:
+        return None
+    from tqdm import tqdm
+
+    bar: dict[str, Any] = {}
+
+    def progress(p: dict[str, float]) -> None:
+        if bar.get("epoch") != p["epoch"]:
+            if "tqdm" in bar:
+                bar["tqdm"].close()
+            bar["epoch"] = p["epoch"]
+            bar["tqdm"] = tqdm(
+                total=int(p["batches"]), desc=f"epoch {int(p['epoch'])}", unit="batch"
+            )
+        bar["tqdm"].update(1)
+        bar["tqdm"].set_postfix(
+            {k: f"{p[k]:.3f}" for k in ("G_GAN", "G_L1", "D_real", "D_fake") if k in p}
+        )
+        if p["batch"] >= p["batches"]:
+            bar.pop("tqdm").close()
+
+    return progress
+
+
+@cli.command()
+@click.argument("data_dir", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", default="runs/maps", show_default=True, help="Run folder.")
+@click.option("--val-dir", default=None, help="Folder with the val split (default DATA_DIR).")
+@click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default="AtoB", show_default=True)
+@click.option("--ngf", default=64, show_default=True, help="Generator width.")
+@click.option("--ndf", default=64, show_default=True, help="Discriminator width.")
+@click.option(
+    "--norm", type=click.Choice(["batch", "instance"]), default="batch", show_default=True
+)
+@click.option(
+    "--gan-mode", type=click.Choice(["vanilla", "lsgan", "hinge"]), default="vanilla",
+    show_default=True,
+)  # fmt: skip
+@click.option("--lambda-l1", default=100.0, show_default=True, help="Weight of the L1 term.")
+@click.option("--lr", default=2e-4, show_default=True)
+@click.option("--beta1", default=0.5, show_default=True)
+@click.option("--epochs", default=100, show_default=True, help="Epochs at constant LR.")
+@click.option("--epochs-decay", default=100, show_default=True, help="Epochs of linear LR decay.")
+@click.option("--batch-size", default=1, show_default=True)
+@click.option("--load-size", default=286, show_default=True, help="Resize halves to this (px).")
+@click.option("--crop-size", default=256, show_default=True, help="Random crop (px).")
+@click.option("--amp/--no-amp", default=True, show_default=True, help="bf16 where native.")
+@click.option("--workers", default=0, show_default=True, help="DataLoader workers.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--save-every", default=2, show_default=True, help="Checkpoint every N epochs.")
+@click.option("--val-every", default=1, show_default=True, help="Validate every N epochs.")
+@click.option("--val-subset", default=256, show_default=True, help="Val pairs per validation.")
+@click.option("--source-gsd", default=0.9, show_default=True, help="m/px of the source tiles.")
+@click.option("--source-size", default=600, show_default=True, help="px of the source tiles.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
+@click.option("--threads", default=0, show_default=True, help="CPU threads (0: all cores).")
+@click.option("--strict", is_flag=True, help="Unreadable images are an error, not skipped.")
+@click.option("--limit", type=int, default=None, help="Use only the first N training pairs.")
+@click.option("--max-steps", type=int, default=None, help="Stop after N updates.")
+@click.option("--name", default="", help="Model name for the card.")
+@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt.")
+@click.pass_context
+def train(ctx: click.Context, data_dir: Path, resume: bool, **opts: Any) -> None:
+    """Train a pix2pix generator on an A|B pair folder (DATA_DIR/train, DATA_DIR/val).
+
+    Writes OUT/checkpoint.pt, OUT/log.csv, OUT/samples/*.png and OUT/model.safetensors.
+    Runs under torchrun for DistributedDataParallel.
+
+    \b
+    Example:
+      geomap-gan train ../shared/data/maps286 --ngf 32 --batch-size 8 --epochs 30 \\
+        --epochs-decay 30 --out runs/ngf32
+    """
+    from .train import TrainConfig, Trainer
+
+    opts["val_dir"] = str(opts["val_dir"]) if opts["val_dir"] else None
+    cfg = TrainConfig(data_dir=str(data_dir), **opts)
+    trainer = Trainer(cfg, progress=_tqdm_train_progress(ctx.obj["quiet"]), command=_command_line())
+    if trainer.skipped:
+        click.echo(f"Warning: skipped {len(trainer.skipped)} unreadable image(s)", err=True)
+    metrics = trainer.fit(resume=resume)
+    if trainer.is_main:
+        click.echo(f"model written to {trainer.out / 'model.safetensors'}")
+        if metrics:
+            _echo_json_or_table(metrics, False)
+
+
+# ---- evaluate ------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("data_dir", type=click.Path(path_type=Path))
+@click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Model file (default: the bundled model).")  # fmt: skip
+@click.option("--split", default="val", show_default=True)
+@click.option("--batch-size", default=16, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
+@click.option("--amp/--no-amp", default=True, show_default=True, help="bf16 where native.")
+@click.option("--limit", type=int, default=None, help="Only the first N pairs.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+def evaluate(
+    data_dir: Path,
+    model: Path | None,
+    split: str,
+    batch_size: int,
+    device: str,
+    amp: bool,
+    limit: int | None,
+    as_json: bool,
+) -> None:
+    """Score a model on every pair of DATA_DIR/SPLIT at 256x256: RMSE, acc5/acc10, PSNR, SSIM
+    and map-class IoU (road, water, park, highway, miou).
+
+    \b
+    Example:
+      geomap-gan evaluate ../shared/data/maps256 --json
+    """
+    from .metrics import evaluate as run_evaluate
+
+    result = run_evaluate(model, data_dir, split, batch_size, device, amp, limit)
+    _echo_json_or_table(result, as_json)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="geomap-gan")

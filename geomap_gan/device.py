@@ -1,0 +1,68 @@
+"""Device choice and mixed precision, decided once in one place.
+
+bf16 autocast is used where the hardware runs it natively: CUDA GPUs with bf16 support, and CPUs
+with AMX or AVX512-BF16, where it (with channels_last) runs the U-Net 3-4x faster than fp32.
+Elsewhere bf16 is emulated and slower than fp32, so autocast stays off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+DeviceName = Literal["auto", "cpu", "cuda", "mps"]
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` -> cuda if available, else mps, else cpu; an unavailable explicit choice is an
+    InputError naming what is available."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda asked for, but torch sees no CUDA GPU; use --device auto")
+    if name == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise InputError("--device mps asked for, but MPS is not available; use --device auto")
+    if name not in ("cpu", "cuda", "mps") and not name.startswith("cuda:"):
+        raise InputError(f"unknown device {name!r}; use auto, cpu, cuda or mps")
+    return torch.device(name)
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """True on CPUs with AMX or AVX512-BF16 (read from /proc/cpuinfo; False where unknown)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bf16 autocast is native, hence faster, on this device."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return cpu_has_native_bf16()
+    return False
+
+
+def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
+    """bf16 autocast where native (see module doc), else a no-op context."""
+    if enabled and bf16_supported(device):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -1,0 +1,159 @@
+"""Validation metrics on uint8 RGB maps, and ``evaluate`` over a whole split.
+
+Pixel metrics reward blur (a constant beige image scores RMSE 19.0 and acc5 0.37 on maps val), so
+the headline is the map-class IoU: each pixel of the generated and the real map is classed by its
+colour (Google Maps style of the pix2pix dataset) and IoU is accumulated per class over the split.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CLASSES = ("road", "water", "park", "highway")
+METRIC_KEYS = (
+    "rmse", "acc5", "acc10", "psnr", "ssim",
+    *(f"iou_{c}" for c in CLASSES), "miou", "n",
+)  # fmt: skip
+PSNR_CAP = 100.0  # dB for identical images, so one perfect tile does not make the mean infinite
+
+
+def class_masks(rgb: np.ndarray) -> dict[str, np.ndarray]:
+    """Boolean masks per map class for uint8 RGB arrays (..., 3); signed arithmetic."""
+    c = rgb.astype(np.int16)
+    r, g, b = c[..., 0], c[..., 1], c[..., 2]
+    return {
+        "road": np.minimum(np.minimum(r, g), b) >= 248,
+        "water": (b >= 220) & (b - r >= 40),
+        "park": (g - r >= 8) & (g - b >= 20),
+        "highway": (r >= 230) & (r - b >= 70) & (g >= 120),
+    }
+
+
+def ssim_batch(fake: np.ndarray, real: np.ndarray) -> np.ndarray:
+    """Per-image SSIM (Gaussian window 11, sigma 1.5, channel mean) of (N, H, W, 3) uint8 batches."""
+    from pytorch_msssim import ssim
+
+    f = torch.from_numpy(fake).permute(0, 3, 1, 2).double()
+    r = torch.from_numpy(real).permute(0, 3, 1, 2).double()
+    return ssim(f, r, data_range=255, size_average=False).numpy()
+
+
+@dataclass
+class MetricAccumulator:
+    """Accumulates metrics batch by batch so a whole split never has to sit in memory."""
+
+    sq_err: float = 0.0
+    values: int = 0
+    pixels: int = 0
+    within5: int = 0
+    within10: int = 0
+    psnrs: list[float] = field(default_factory=list)
+    ssims: list[float] = field(default_factory=list)
+    inter: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CLASSES, 0))
+    union: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CLASSES, 0))
+
+    def update(self, fake: np.ndarray, real: np.ndarray) -> None:
+        """Add a batch: (N, H, W, 3) uint8 generated maps and their real maps."""
+        if fake.shape != real.shape or fake.dtype != np.uint8 or real.dtype != np.uint8:
+            raise ValueError("fake and real must be uint8 arrays of the same (N, H, W, 3) shape")
+        diff = fake.astype(np.int32) - real.astype(np.int32)
+        self.sq_err += float((diff.astype(np.int64) ** 2).sum())
+        self.values += diff.size
+        maxdiff = np.abs(diff).max(axis=-1)
+        self.pixels += maxdiff.size
+        self.within5 += int((maxdiff < 5).sum())
+        self.within10 += int((maxdiff < 10).sum())
+        mse = (diff.astype(np.float64) ** 2).reshape(len(diff), -1).mean(axis=1)
+        for m in mse:
+            self.psnrs.append(PSNR_CAP if m == 0 else min(PSNR_CAP, 10 * math.log10(255**2 / m)))
+        self.ssims.extend(ssim_batch(fake, real).tolist())
+        fm, rm = class_masks(fake), class_masks(real)
+        for c in CLASSES:
+            self.inter[c] += int((fm[c] & rm[c]).sum())
+            self.union[c] += int((fm[c] | rm[c]).sum())
+
+    def result(self) -> dict[str, float]:
+        """The metrics so far; IoU of a class absent from both sides counts as 0."""
+        ious = {
+            f"iou_{c}": self.inter[c] / self.union[c] if self.union[c] else 0.0 for c in CLASSES
+        }
+        return {
+            "rmse": math.sqrt(self.sq_err / max(self.values, 1)),
+            "acc5": self.within5 / max(self.pixels, 1),
+            "acc10": self.within10 / max(self.pixels, 1),
+            "psnr": float(np.mean(self.psnrs)) if self.psnrs else 0.0,
+            "ssim": float(np.mean(self.ssims)) if self.ssims else 0.0,
+            **ious,
+            "miou": float(np.mean(list(ious.values()))),
+            "n": len(self.psnrs),
+        }
+
+
+@torch.no_grad()
+def generate_uint8(
+    generator: torch.nn.Module, inputs: torch.Tensor, device: torch.device, amp: bool
+) -> np.ndarray:
+    """Run the generator on a float batch in [-1, 1]; (N, H, W, 3) uint8 out."""
+    from .data import to_uint8
+    from .device import autocast
+
+    x = inputs.to(device).contiguous(memory_format=torch.channels_last)
+    with autocast(device, amp):
+        y = generator(x)
+    return to_uint8(y).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def evaluate_arrays(
+    generator: torch.nn.Module,
+    pairs: np.ndarray,
+    direction: str = "AtoB",
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+    amp: bool = True,
+) -> dict[str, float]:
+    """Metrics of a generator (switched to eval mode) on (N, 2, H, W, 3) uint8 pairs."""
+    from .data import MapsDataset, to_uint8
+
+    device = torch.device(device)
+    was_training = generator.training
+    generator.eval()
+    ds = MapsDataset(pairs, train=False, direction=direction)  # type: ignore[arg-type]
+    acc = MetricAccumulator()
+    for start in range(0, len(ds), batch_size):
+        batch = [ds[i] for i in range(start, min(start + batch_size, len(ds)))]
+        inputs = torch.stack([a for a, _ in batch])
+        targets = torch.stack([b for _, b in batch])
+        real = to_uint8(targets).permute(0, 2, 3, 1).numpy()
+        acc.update(generate_uint8(generator, inputs, device, amp), real)
+    generator.train(was_training)
+    return acc.result()
+
+
+def evaluate(
+    model_path: str | Path | None,
+    data_dir: str | Path,
+    split: str = "val",
+    batch_size: int = 16,
+    device: str = "auto",
+    amp: bool = True,
+    limit: int | None = None,
+) -> dict[str, float | str]:
+    """Evaluate a model file on every pair of ``data_dir/split`` at 256x256 (halves resized to
+    the model's tile size, no crop, no flip). Returns the keys of METRIC_KEYS plus ``model``."""
+    from .data import load_split
+    from .device import resolve_device
+    from .modelfile import load_model
+
+    dev = resolve_device(device)
+    model = load_model(model_path, dev)
+    pairs, _ = load_split(data_dir, split, model.card.tile_size, limit=limit)
+    result: dict[str, float | str] = dict(
+        evaluate_arrays(model.generator, pairs, model.card.direction, batch_size, dev, amp)
+    )
+    result["model"] = model.card.name
+    return result

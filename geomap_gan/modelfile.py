@@ -1,0 +1,200 @@
+"""Model files: a generator's weights plus a model card, in one ``.safetensors`` file.
+
+The card travels in the safetensors metadata (a JSON string under ``geomap_gan.card``) so that one
+file says everything the renderer needs: architecture, tile size, the ground sample distance the
+model was trained at, how inputs are normalised, and where the weights came from. safetensors
+holds no code, so loading a file never unpickles anything; raw torch state dicts are accepted too,
+but only through ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from .errors import ModelFileError
+from .nets import UnetGenerator
+
+log = logging.getLogger(__name__)
+
+FORMAT = "geomap-gan/1"
+CARD_KEY = "geomap_gan.card"
+# pix2pix maps: 600 px originals at about 0.905 m/px (Google z17 at New York's latitude).
+MAPS_ORIGINAL_GSD = 0.9
+MAPS_ORIGINAL_SIZE = 600
+
+
+def default_model_path() -> Path:
+    """Path of the model shipped inside the package (package data)."""
+    return Path(str(resources.files("geomap_gan") / "models" / "default.safetensors"))
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a model is and how to feed it. Units: pixels, metres per pixel."""
+
+    name: str = "unnamed"
+    arch: str = "unet_256"
+    ngf: int = 64
+    num_downs: int = 8
+    norm: str = "batch"
+    in_channels: int = 3
+    out_channels: int = 3
+    tile_size: int = 256
+    gsd: float = MAPS_ORIGINAL_GSD * MAPS_ORIGINAL_SIZE / 286
+    band_order: str = "RGB"
+    normalisation: str = "x/127.5-1"  # uint8 -> [-1, 1]; outputs map back with (y+1)*127.5
+    direction: str = "AtoB"
+    dataset: str = ""
+    epochs: int = 0
+    command: str = ""
+    date: str = ""
+    git_commit: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelCard:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ModelFileError(f"model card is not valid JSON ({exc})") from exc
+        if not isinstance(data, dict):
+            raise ModelFileError("model card is not a JSON object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            log.warning("ignoring unknown model card fields: %s", ", ".join(sorted(unknown)))
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as exc:
+            raise ModelFileError(f"model card is malformed ({exc})") from exc
+
+
+@dataclass
+class MapModel:
+    """A generator (in eval mode) and its card."""
+
+    generator: UnetGenerator
+    card: ModelCard
+
+
+def build_generator(card: ModelCard) -> UnetGenerator:
+    """The empty generator a card describes."""
+    if card.arch != "unet_256":
+        raise ModelFileError(f"unsupported architecture {card.arch!r}; expected 'unet_256'")
+    return UnetGenerator(
+        card.in_channels,
+        card.out_channels,
+        card.ngf,
+        card.num_downs,
+        norm=card.norm,  # type: ignore[arg-type]
+    )
+
+
+def save_model(model: MapModel, path: str | Path, half: bool = True) -> Path:
+    """Write generator weights (fp16 by default: half the size, no measurable loss) and card."""
+    from safetensors.torch import save_file
+
+    state = {
+        k: (v.half() if half and v.is_floating_point() else v).contiguous()
+        for k, v in model.generator.state_dict().items()
+    }
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata={"format": FORMAT, CARD_KEY: model.card.to_json()})
+    tmp.replace(path)
+    return path
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        return load_file(str(path)), meta
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise ModelFileError(
+            f"{path} is not a readable safetensors model file (truncated or corrupt?): {exc}"
+        ) from exc
+
+
+def _read_torch_state(path: Path) -> dict[str, torch.Tensor]:
+    """A raw generator state dict saved with torch.save, loaded without unpickling code."""
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for foreign or unsafe files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFileError(
+            f"{path} is neither a safetensors model file nor a torch state dict ({first})"
+        ) from exc
+    for key in ("G", "generator", "state_dict"):  # also accept our training checkpoints
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelFileError(f"{path} holds no tensor state dict")
+    return obj
+
+
+def _card_from_state(state: dict[str, torch.Tensor], path: Path) -> ModelCard:
+    """A best-effort card for a raw state dict: ngf from the first conv, depth from key nesting."""
+    first = state.get("model.model.0.weight")
+    if first is None or first.ndim != 4:
+        raise ModelFileError(f"{path} is not a pix2pix unet_256 state dict (no first conv)")
+    depth = max(k.split(".").count("model") for k in state) - 1  # one nesting per U-Net level
+    log.warning("%s has no model card: assuming GSD %.2f m/px and RGB input", path, ModelCard.gsd)
+    return ModelCard(name=path.stem, ngf=int(first.shape[0]), num_downs=depth)
+
+
+def load_model(path: str | Path | None = None, device: str | torch.device = "cpu") -> MapModel:
+    """Load and validate a model file (the bundled default when ``path`` is None).
+
+    Raises ModelFileError for a missing, truncated, foreign or tampered file: the tensor names and
+    shapes must match exactly the architecture that the card describes.
+    """
+    path = default_model_path() if path is None else Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model file {path} does not exist; pass --model with a valid path")
+    with path.open("rb") as fh:
+        head = fh.read(8)
+    if len(head) == 8 and 0 < int.from_bytes(head, "little") < 100_000_000:
+        state, meta = _read_safetensors(path)
+        if CARD_KEY not in meta:
+            raise ModelFileError(
+                f"{path} is a safetensors file but not a geomap-gan model (no card)"
+            )
+        card = ModelCard.from_json(meta[CARD_KEY])
+    else:
+        state = _read_torch_state(path)
+        card = _card_from_state(state, path)
+    generator = build_generator(card)
+    expected = generator.state_dict()
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    if missing or extra:
+        raise ModelFileError(
+            f"{path} does not match a {card.arch} ngf={card.ngf} generator "
+            f"({len(missing)} missing, {len(extra)} unexpected tensors, e.g. "
+            f"{(missing + extra)[0]}); the file is tampered or of another architecture"
+        )
+    for k, v in expected.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise ModelFileError(
+                f"{path}: tensor {k} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)}"
+                "; the file is tampered or of another architecture"
+            )
+        if state[k].is_floating_point() and not torch.isfinite(state[k]).all():
+            raise ModelFileError(f"{path}: tensor {k} holds NaN or infinite values")
+    generator.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+    generator.to(device).eval()
+    return MapModel(generator, card)

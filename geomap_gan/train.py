@@ -1,0 +1,487 @@
+"""The pix2pix trainer for A|B pair folders such as the "maps" dataset.
+
+Faithful to pix2pix unless an option says otherwise: U-Net-256 generator, 70x70 PatchGAN on the
+(condition, image) pair, GAN loss + lambda_L1 * L1, Adam(2e-4, 0.5, 0.999), constant learning rate
+for ``epochs`` then linear decay to zero over ``epochs_decay``. Runs on one device or under
+``torchrun`` with DistributedDataParallel (nccl on GPUs, gloo on CPU); only rank 0 writes.
+
+A run folder holds ``checkpoint.pt`` (latest, written atomically), ``log.csv`` (losses and
+validation metrics per epoch), ``samples/epoch_NNN.png`` (aerial | generated | real map) and, at
+the end, ``model.safetensors`` with its model card.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime as dt
+import logging
+import os
+import random
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from . import __version__
+from .data import MapsDataset, load_split
+from .device import autocast, resolve_device
+from .errors import CheckpointError, DatasetError
+from .metrics import METRIC_KEYS, evaluate_arrays, generate_uint8
+from .modelfile import MAPS_ORIGINAL_GSD, MAPS_ORIGINAL_SIZE, MapModel, ModelCard, save_model
+from .nets import PatchDiscriminator, UnetGenerator, init_weights
+
+log = logging.getLogger(__name__)
+
+GanMode = Literal["vanilla", "lsgan", "hinge"]
+# A checkpoint must match the run it resumes in these fields (architecture and data layout).
+ARCH_FIELDS = ("ngf", "ndf", "norm", "direction", "crop_size", "load_size")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every training choice. Defaults are the pix2pix paper's (batch 1, 100 + 100 epochs)."""
+
+    data_dir: str
+    out_dir: str = "runs/maps"
+    val_dir: str | None = None  # folder holding the val split; default data_dir
+    direction: Literal["AtoB", "BtoA"] = "AtoB"
+    ngf: int = 64
+    ndf: int = 64
+    norm: Literal["batch", "instance"] = "batch"
+    gan_mode: GanMode = "vanilla"
+    lambda_l1: float = 100.0
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    epochs: int = 100
+    epochs_decay: int = 100
+    batch_size: int = 1
+    load_size: int = 286
+    crop_size: int = 256
+    amp: bool = True
+    workers: int = 0
+    seed: int = 0
+    save_every: int = 2
+    val_every: int = 1
+    val_subset: int = 256
+    samples: int = 8
+    source_gsd: float = MAPS_ORIGINAL_GSD
+    source_size: int = MAPS_ORIGINAL_SIZE
+    device: str = "auto"
+    threads: int = 0
+    strict: bool = False
+    limit: int | None = None
+    max_steps: int | None = None
+    name: str = ""
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs + self.epochs_decay
+
+    @property
+    def gsd(self) -> float:
+        """Metres per pixel of the training images at the load size."""
+        return self.source_gsd * self.source_size / self.load_size
+
+
+def gan_loss(
+    pred: torch.Tensor, real: bool, mode: GanMode, for_discriminator: bool
+) -> torch.Tensor:
+    """The adversarial term for logits ``pred`` against target real/fake."""
+    pred = pred.float()
+    if mode == "vanilla":
+        target = torch.ones_like(pred) if real else torch.zeros_like(pred)
+        return F.binary_cross_entropy_with_logits(pred, target)
+    if mode == "lsgan":
+        return F.mse_loss(pred, torch.ones_like(pred) if real else torch.zeros_like(pred))
+    if for_discriminator:
+        return F.relu(1 - pred).mean() if real else F.relu(1 + pred).mean()
+    return -pred.mean()
+
+
+def lr_factor(epoch: int, cfg: TrainConfig) -> float:
+    """pix2pix 'linear' policy: 1 for ``epochs`` epochs, then linearly down to 0 (0-based epoch)."""
+    return 1.0 - max(0, epoch + 1 - cfg.epochs) / float(cfg.epochs_decay + 1)
+
+
+def git_commit() -> str:
+    """The source tree's commit, for provenance; empty when not a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _numpy_rng_state() -> tuple[torch.Tensor, int]:
+    """numpy's global MT19937 state as tensors (loadable with weights_only=True)."""
+    _, keys, pos, _, _ = np.random.get_state()
+    return torch.from_numpy(keys.astype(np.int64)), int(pos)
+
+
+def _unwrap(net: nn.Module) -> nn.Module:
+    return net.module if isinstance(net, nn.parallel.DistributedDataParallel) else net
+
+
+def sample_grid(inputs: np.ndarray, fakes: np.ndarray, reals: np.ndarray) -> np.ndarray:
+    """One row per pair: input | generated | real, as an (H*n, 3W, 3) uint8 image."""
+    rows = [np.concatenate([a, f, r], axis=1) for a, f, r in zip(inputs, fakes, reals)]
+    return np.concatenate(rows, axis=0)
+
+
+class Trainer:
+    """Owns the networks, optimisers and run folder of one training run."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        progress: Callable[[dict[str, float]], None] | None = None,
+        command: str = "",
+    ) -> None:
+        self.cfg = cfg
+        self.progress = progress
+        self.command = command
+        self.out = Path(cfg.out_dir)
+        self.rank, self.world = self._init_distributed()
+        self.device = self._pick_device()
+        self._seed(cfg.seed + self.rank)
+        self.train_pairs, report = load_split(
+            cfg.data_dir, "train", cfg.load_size, cfg.strict, cfg.limit
+        )
+        self.skipped = report.skipped
+        self.val_pairs = self._load_val()
+        self.G = init_weights(UnetGenerator(ngf=cfg.ngf, norm=cfg.norm))
+        self.D = init_weights(PatchDiscriminator(ndf=cfg.ndf, norm=cfg.norm))
+        for net in (self.G, self.D):
+            net.to(self.device, memory_format=torch.channels_last)
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.G = nn.parallel.DistributedDataParallel(self.G, device_ids=ids)
+            self.D = nn.parallel.DistributedDataParallel(self.D, device_ids=ids)
+        betas = (cfg.beta1, cfg.beta2)
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=betas)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=betas)
+        self.scheds = [
+            torch.optim.lr_scheduler.LambdaLR(o, lambda e: lr_factor(e, cfg))
+            for o in (self.opt_G, self.opt_D)
+        ]
+        self.epoch = 0  # epochs completed
+        self.step = 0  # optimiser updates completed
+        self.last_metrics: dict[str, float] = {}
+
+    # ---- setup -------------------------------------------------------------------------------
+    def _init_distributed(self) -> tuple[int, int]:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world > 1 and not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() and self.cfg.device != "cpu" else "gloo"
+            dist.init_process_group(backend)
+        return (dist.get_rank(), dist.get_world_size()) if world > 1 else (0, 1)
+
+    def _pick_device(self) -> torch.device:
+        device = resolve_device(self.cfg.device)
+        if device.type == "cuda" and self.world > 1:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        if device.type == "cpu":
+            local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+            threads = self.cfg.threads or max(1, (os.cpu_count() or 1) // local)
+            torch.set_num_threads(threads)
+        return device
+
+    @staticmethod
+    def _seed(seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+    def _load_val(self) -> np.ndarray | None:
+        """A fixed, evenly spaced subset of the val split at the crop size (None if absent)."""
+        try:
+            root = self.cfg.val_dir or self.cfg.data_dir
+            pairs, _ = load_split(root, "val", self.cfg.crop_size, self.cfg.strict)
+        except DatasetError as exc:
+            log.warning("no validation: %s", exc)
+            return None
+        n = min(self.cfg.val_subset, len(pairs))
+        return pairs[np.linspace(0, len(pairs) - 1, n).round().astype(int)]
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    # ---- one update --------------------------------------------------------------------------
+    def train_step(self, a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
+        """One pix2pix update: D on (real, detached fake), then G on GAN + lambda * L1."""
+        cfg = self.cfg
+        a = a.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        b = b.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, cfg.amp):
+            fake = self.G(a)
+            pred_fake = self.D(torch.cat([a, fake.detach()], 1))
+            pred_real = self.D(torch.cat([a, b], 1))
+            loss_d_fake = gan_loss(pred_fake, False, cfg.gan_mode, True)
+            loss_d_real = gan_loss(pred_real, True, cfg.gan_mode, True)
+            loss_d = 0.5 * (loss_d_fake + loss_d_real)
+        self.opt_D.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_D.step()
+
+        d_plain = _unwrap(self.D)  # G's step must not touch D's DDP reducer or D's grads
+        d_plain.requires_grad_(False)
+        with autocast(self.device, cfg.amp):
+            pred = d_plain(torch.cat([a, fake], 1))
+            loss_g_gan = gan_loss(pred, True, cfg.gan_mode, False)
+            loss_g_l1 = F.l1_loss(fake.float(), b.float())
+            loss_g = loss_g_gan + cfg.lambda_l1 * loss_g_l1
+        self.opt_G.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_G.step()
+        d_plain.requires_grad_(True)
+        self.step += 1
+        return {
+            "G_GAN": loss_g_gan.item(),
+            "G_L1": loss_g_l1.item(),
+            "D_real": loss_d_real.item(),
+            "D_fake": loss_d_fake.item(),
+        }
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / "checkpoint.pt"
+
+    def save_checkpoint(self) -> None:
+        """Everything needed to continue exactly: nets, optimisers, schedules, counters, RNG."""
+        if not self.is_main:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        state = {
+            "G": _unwrap(self.G).state_dict(),
+            "D": _unwrap(self.D).state_dict(),
+            "opt_G": self.opt_G.state_dict(),
+            "opt_D": self.opt_D.state_dict(),
+            "scheds": [s.state_dict() for s in self.scheds],
+            "epoch": self.epoch,
+            "step": self.step,
+            "rng_torch": torch.get_rng_state(),
+            "rng_numpy": _numpy_rng_state(),
+            "rng_python": list(random.getstate()[1]),
+            "config": dataclasses.asdict(self.cfg),
+            "version": __version__,
+        }
+        _atomic_torch_save(state, self.checkpoint_path)
+        log.info("checkpoint saved at epoch %d (%s)", self.epoch, self.checkpoint_path)
+
+    def load_checkpoint(self) -> None:
+        """Resume from ``out_dir/checkpoint.pt``; the architecture must match this config."""
+        path = self.checkpoint_path
+        if not path.is_file():
+            raise CheckpointError(f"nothing to resume: {path} does not exist; drop --resume")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise CheckpointError(f"{path} is not a readable checkpoint ({exc})") from exc
+        saved = state.get("config", {})
+        diffs = [
+            f"{k}={saved.get(k)!r} (now {getattr(self.cfg, k)!r})"
+            for k in ARCH_FIELDS
+            if saved.get(k) != getattr(self.cfg, k)
+        ]
+        if diffs:
+            raise CheckpointError(
+                f"{path} was trained with a different setup: {', '.join(diffs)}; "
+                "pass the same options or use another --out"
+            )
+        try:
+            _unwrap(self.G).load_state_dict(state["G"])
+            _unwrap(self.D).load_state_dict(state["D"])
+        except RuntimeError as exc:
+            raise CheckpointError(f"{path} does not fit this architecture ({exc})") from exc
+        self.opt_G.load_state_dict(state["opt_G"])
+        self.opt_D.load_state_dict(state["opt_D"])
+        for s, st in zip(self.scheds, state["scheds"]):
+            s.load_state_dict(st)
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        torch.set_rng_state(state["rng_torch"])
+        keys, pos = state["rng_numpy"]
+        np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), int(pos), 0, 0.0))
+        random.setstate((3, tuple(state["rng_python"]), None))
+        log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.step)
+
+    # ---- validation, samples, export ---------------------------------------------------------
+    def validate(self) -> dict[str, float]:
+        """Metrics of G in eval mode (as rendering uses it) on the fixed val subset."""
+        if self.val_pairs is None:
+            return {}
+        return evaluate_arrays(
+            _unwrap(self.G), self.val_pairs, self.cfg.direction, 16, self.device, self.cfg.amp
+        )
+
+    def save_samples(self) -> Path | None:
+        """PNG grid of the first ``samples`` val pairs: input | generated | real."""
+        if self.val_pairs is None or self.cfg.samples <= 0:
+            return None
+        from PIL import Image
+
+        pairs = self.val_pairs[: self.cfg.samples]
+        src, dst = (0, 1) if self.cfg.direction == "AtoB" else (1, 0)
+        inputs = torch.from_numpy(pairs[:, src]).permute(0, 3, 1, 2).float() / 127.5 - 1
+        g = _unwrap(self.G)
+        g.eval()
+        fakes = generate_uint8(g, inputs, self.device, self.cfg.amp)
+        g.train()
+        path = self.out / "samples" / f"epoch_{self.epoch:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(sample_grid(pairs[:, src], fakes, pairs[:, dst])).save(path)
+        return path
+
+    def export(self, metrics: dict[str, float]) -> Path:
+        """Write ``model.safetensors`` (fp16 generator + card) into the run folder."""
+        cfg = self.cfg
+        card = ModelCard(
+            name=cfg.name or f"pix2pix-maps-ngf{cfg.ngf}",
+            ngf=cfg.ngf,
+            norm=cfg.norm,
+            tile_size=cfg.crop_size,
+            gsd=round(cfg.gsd, 4),
+            direction=cfg.direction,
+            dataset=str(cfg.data_dir),
+            epochs=self.epoch,
+            command=self.command,
+            date=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            git_commit=git_commit(),
+            metrics={k: round(float(v), 4) for k, v in metrics.items()},
+        )
+        g = _unwrap(self.G)
+        assert isinstance(g, UnetGenerator)
+        return save_model(MapModel(g, card), self.out / "model.safetensors")
+
+    def _log_epoch(self, row: dict[str, float]) -> None:
+        path = self.out / "log.csv"
+        new = not path.exists()
+        with path.open("a", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def _loader(self) -> torch.utils.data.DataLoader:
+        ds = MapsDataset(self.train_pairs, self.cfg.crop_size, True, self.cfg.direction)
+        sampler = None
+        if self.world > 1:
+            sampler = torch.utils.data.DistributedSampler(ds, seed=self.cfg.seed, drop_last=True)
+        return torch.utils.data.DataLoader(
+            ds,
+            batch_size=self.cfg.batch_size,
+            shuffle=sampler is None,
+            sampler=sampler,
+            num_workers=self.cfg.workers,
+            drop_last=len(ds) >= self.cfg.batch_size * self.world,
+            persistent_workers=self.cfg.workers > 0,
+        )
+
+    def fit(self, resume: bool = False) -> dict[str, float]:
+        """Train to ``total_epochs``; Ctrl-C saves a checkpoint (the interrupted epoch reruns)."""
+        cfg = self.cfg
+        if resume:
+            self.load_checkpoint()
+        elif self.is_main and self.checkpoint_path.exists():
+            raise CheckpointError(
+                f"{self.checkpoint_path} exists; pass --resume to continue or choose another --out"
+            )
+        if self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        loader = self._loader()
+        metrics: dict[str, float] = {}
+        try:
+            while self.epoch < cfg.total_epochs and not self._step_limit_reached():
+                metrics = self._run_epoch(loader)
+        except KeyboardInterrupt:
+            log.warning("interrupted: saving a checkpoint at epoch %d", self.epoch)
+            self.save_checkpoint()
+            raise
+        if self.is_main:
+            self.save_checkpoint()
+            metrics = self.validate() or metrics
+            self.export(metrics)
+        if self.world > 1:
+            dist.barrier()
+        return metrics
+
+    def _step_limit_reached(self) -> bool:
+        return self.cfg.max_steps is not None and self.step >= self.cfg.max_steps
+
+    def _run_epoch(self, loader: torch.utils.data.DataLoader) -> dict[str, float]:
+        cfg = self.cfg
+        if isinstance(loader.sampler, torch.utils.data.DistributedSampler):
+            loader.sampler.set_epoch(self.epoch)
+        self.G.train()
+        self.D.train()
+        sums: dict[str, float] = {}
+        n, t0 = 0, time.perf_counter()
+        for a, b in loader:
+            losses = self.train_step(a, b)
+            n += 1
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + v
+            if self.progress and self.is_main:
+                self.progress(
+                    {"epoch": self.epoch + 1, "batch": n, "batches": len(loader), **losses}
+                )
+            if self._step_limit_reached():
+                break
+        seconds = time.perf_counter() - t0
+        for s in self.scheds:
+            s.step()
+        self.epoch += 1
+        row: dict[str, float] = {
+            "epoch": self.epoch,
+            "step": self.step,
+            "lr": self.opt_G.param_groups[0]["lr"],
+            **{k: v / max(n, 1) for k, v in sums.items()},
+            "seconds": round(seconds, 2),
+            "img_per_s": round(n * cfg.batch_size * self.world / max(seconds, 1e-9), 2),
+        }
+        if self.is_main:
+            last = self.epoch == cfg.total_epochs
+            if self.val_pairs is not None:  # same columns every row: blank when not validated
+                row.update({f"val_{k}": "" for k in METRIC_KEYS})  # type: ignore[misc]
+            if cfg.val_every and (self.epoch % cfg.val_every == 0 or last):
+                metrics = self.validate()
+                row.update({f"val_{k}": v for k, v in metrics.items()})
+                self.last_metrics = metrics
+                self.save_samples()
+            self._log_epoch(row)
+            log.info("epoch %d: %s", self.epoch, {k: round(v, 4) for k, v in row.items()})
+            if cfg.save_every and self.epoch % cfg.save_every == 0:
+                self.save_checkpoint()
+        return self.last_metrics
+
+
+def train(cfg: TrainConfig, resume: bool = False, command: str = "", progress=None) -> Path:
+    """Train per ``cfg`` and return the exported model file's path."""
+    trainer = Trainer(cfg, progress=progress, command=command)
+    trainer.fit(resume=resume)
+    return trainer.out / "model.safetensors"
