@@ -146,7 +146,7 @@ def _unwrap(net: nn.Module) -> nn.Module:
 
 def sample_grid(inputs: np.ndarray, fakes: np.ndarray, reals: np.ndarray) -> np.ndarray:
     """One row per pair: input | generated | real, as an (H*n, 3W, 3) uint8 image."""
-    rows = [np.concatenate([a, f, r], axis=1) for a, f, r in zip(inputs, fakes, reals)]
+    rows = [np.concatenate([a, f, r], axis=1) for a, f, r in zip(inputs, fakes, reals, strict=True)]
     return np.concatenate(rows, axis=0)
 
 
@@ -320,7 +320,7 @@ class Trainer:
             raise CheckpointError(f"{path} does not fit this architecture ({exc})") from exc
         self.opt_G.load_state_dict(state["opt_G"])
         self.opt_D.load_state_dict(state["opt_D"])
-        for s, st in zip(self.scheds, state["scheds"]):
+        for s, st in zip(self.scheds, state["scheds"], strict=True):
             s.load_state_dict(st)
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         torch.set_rng_state(state["rng_torch"])
@@ -474,7 +474,9 @@ class Trainer:
                 self.last_metrics = metrics
                 self.save_samples()
             self._log_epoch(row)
-            log.info("epoch %d: %s", self.epoch, {k: round(v, 4) for k, v in row.items()})
+            log.info(
+                "epoch %d: %s", self.epoch, {k: round(v, 4) for k, v in row.items() if v != ""}
+            )
             if cfg.save_every and self.epoch % cfg.save_every == 0:
                 self.save_checkpoint()
         return self.last_metrics

@@ -1,0 +1,56 @@
+"""Shared fixtures: paths to the real data in ../shared/data and tiny models for fast tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+IN_CI = os.environ.get("CI") == "true"
+
+
+def require(path: Path) -> Path:
+    """The path, or skip the test when the shared data is absent (a failure under CI)."""
+    if not path.exists():
+        if IN_CI:
+            pytest.fail(f"{path} is missing: CI must run with ../shared beside the checkout")
+        pytest.skip(f"{path} not available")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return require(SHARED_DATA)
+
+
+@pytest.fixture(scope="session")
+def maps286(shared_data: Path) -> Path:
+    return require(shared_data / "maps286")
+
+
+@pytest.fixture(scope="session")
+def maps256(shared_data: Path) -> Path:
+    return require(shared_data / "maps256")
+
+
+@pytest.fixture(scope="session")
+def geotiff_dir(shared_data: Path) -> Path:
+    return require(shared_data / "geotiff")
+
+
+@pytest.fixture
+def tiny_model_file(tmp_path: Path) -> Path:
+    """A randomly initialised 32 px, ngf=8 model file (fast to run, real file format)."""
+    import torch
+
+    from geomap_gan.modelfile import MapModel, ModelCard, build_generator, save_model
+    from geomap_gan.nets import init_weights
+
+    torch.manual_seed(0)
+    card = ModelCard(name="tiny", ngf=8, num_downs=5, tile_size=32, gsd=2.0)
+    return save_model(
+        MapModel(init_weights(build_generator(card)), card), tmp_path / "tiny.safetensors"
+    )

@@ -1,0 +1,147 @@
+"""The trainer: a few steps on tiny pairs, exact resume, Ctrl-C, DDP, and learning on real pairs."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from geomap_gan.errors import CheckpointError
+from geomap_gan.modelfile import load_model
+from geomap_gan.train import TrainConfig, Trainer, lr_factor
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_maps(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """8 train + 4 val A|B pairs of 264 px halves: blocks of colour (map) under noise (aerial)."""
+    root = tmp_path_factory.mktemp("maps")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("val", 4)):
+        (root / split).mkdir()
+        for i in range(n):
+            b = np.full((264, 264, 3), (242, 239, 233), np.uint8)
+            b[rng.integers(0, 200) :][:, :64] = (170, 218, 255)
+            a = np.clip(b.astype(int) // 2 + rng.integers(0, 60, b.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(np.concatenate([a, b], 1)).save(root / split / f"{i + 1}.jpg")
+    return root
+
+
+def tiny_cfg(data: Path, out: Path, **kw: object) -> TrainConfig:
+    base: dict[str, object] = dict(
+        data_dir=str(data), out_dir=str(out), ngf=4, ndf=8, batch_size=4, epochs=1, epochs_decay=1,
+        load_size=264, save_every=1, val_subset=4, samples=2, threads=1, amp=False, seed=3,
+    )  # fmt: skip
+    base.update(kw)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+def test_lr_schedule_is_constant_then_linear_to_zero() -> None:
+    cfg = TrainConfig(data_dir="x", epochs=3, epochs_decay=3)
+    assert [round(lr_factor(e, cfg), 3) for e in range(6)] == [1, 1, 1, 0.75, 0.5, 0.25]
+
+
+def test_short_run_writes_everything(tiny_maps: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    metrics = Trainer(tiny_cfg(tiny_maps, out), command="pytest").fit()
+    assert (out / "checkpoint.pt").is_file() and (out / "model.safetensors").is_file()
+    rows = list(csv.DictReader((out / "log.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert float(rows[0]["lr"]) == pytest.approx(1e-4) and float(rows[1]["lr"]) == 0.0
+    assert all(r["val_miou"] != "" for r in rows) and 0 <= metrics["miou"] <= 1
+    assert sorted(p.name for p in (out / "samples").iterdir()) == ["epoch_001.png", "epoch_002.png"]
+    grid = Image.open(out / "samples" / "epoch_002.png")
+    assert grid.size == (3 * 256, 2 * 256)
+    model = load_model(out / "model.safetensors")
+    assert model.card.ngf == 4 and model.card.epochs == 2 and model.card.command == "pytest"
+    assert model.card.gsd == pytest.approx(0.9 * 600 / 264, abs=1e-3)
+    assert set(model.card.metrics) >= {"miou", "rmse", "iou_road"}
+
+
+def test_resume_continues_exactly(tiny_maps: Path, tmp_path: Path) -> None:
+    straight = Trainer(tiny_cfg(tiny_maps, tmp_path / "a", val_every=0, samples=0))
+    straight.fit()
+    first = Trainer(tiny_cfg(tiny_maps, tmp_path / "b", val_every=0, samples=0, max_steps=2))
+    first.fit()  # stops after epoch 1 (2 steps of 4 pairs)
+    assert first.epoch == 1
+    resumed = Trainer(tiny_cfg(tiny_maps, tmp_path / "b", val_every=0, samples=0))
+    resumed.fit(resume=True)
+    assert resumed.epoch == 2 and resumed.step == straight.step == 4
+    a, b = straight.G.state_dict(), resumed.G.state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+    assert resumed.opt_G.param_groups[0]["lr"] == straight.opt_G.param_groups[0]["lr"] == 0.0
+
+
+def test_resume_refuses_other_architecture(tiny_maps: Path, tmp_path: Path) -> None:
+    Trainer(tiny_cfg(tiny_maps, tmp_path, val_every=0, samples=0, max_steps=1)).fit()
+    with pytest.raises(CheckpointError, match="ngf=4"):
+        Trainer(tiny_cfg(tiny_maps, tmp_path, ngf=8)).fit(resume=True)
+
+
+def test_existing_run_needs_resume(tiny_maps: Path, tmp_path: Path) -> None:
+    Trainer(tiny_cfg(tiny_maps, tmp_path, val_every=0, samples=0, max_steps=1)).fit()
+    with pytest.raises(CheckpointError, match="--resume"):
+        Trainer(tiny_cfg(tiny_maps, tmp_path)).fit()
+
+
+def test_ctrl_c_saves_a_checkpoint(tiny_maps: Path, tmp_path: Path) -> None:
+    def interrupt(p: dict[str, float]) -> None:
+        if p["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    trainer = Trainer(tiny_cfg(tiny_maps, tmp_path, val_every=0, samples=0), progress=interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 1 and state["step"] == 3  # epoch 2 re-runs on resume
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_ddp_two_gloo_ranks_hold_identical_weights(tiny_maps: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        str(ROOT / "tests" / "ddp_worker.py"), str(tiny_maps), str(tmp_path),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    init = Trainer(tiny_cfg(tiny_maps, tmp_path / "init")).G.state_dict()
+    assert any(not torch.equal(r0[k], init[k]) for k in r0)  # it trained
+    for k in r0:
+        if r0[k].is_floating_point() and "running" not in k:
+            assert torch.equal(r0[k], r1[k]), k
+    assert (tmp_path / "checkpoint.pt").is_file()  # written by rank 0 only, once
+
+
+@pytest.mark.slow
+def test_l1_goes_down_on_16_real_pairs(maps286: Path, tmp_path: Path) -> None:
+    cfg = TrainConfig(
+        data_dir=str(maps286), out_dir=str(tmp_path), ngf=16, ndf=16, batch_size=4, epochs=6,
+        epochs_decay=0, limit=16, val_every=0, samples=0, seed=0, save_every=0,
+    )  # fmt: skip
+    trainer = Trainer(cfg)
+
+    def l1_on_train_pairs() -> float:
+        a = torch.from_numpy(trainer.train_pairs[:, 0, 15:271, 15:271]).permute(0, 3, 1, 2)
+        b = torch.from_numpy(trainer.train_pairs[:, 1, 15:271, 15:271]).permute(0, 3, 1, 2)
+        trainer.G.eval()
+        with torch.no_grad():
+            fake = trainer.G(a.float() / 127.5 - 1)
+        trainer.G.train()
+        return (fake - (b.float() / 127.5 - 1)).abs().mean().item()
+
+    before = l1_on_train_pairs()
+    trainer.fit()
+    after = l1_on_train_pairs()
+    assert after < 0.9 * before, (before, after)
