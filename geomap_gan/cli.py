@@ -146,6 +146,10 @@ def _tqdm_train_progress(quiet: bool) -> Callable[[dict[str, float]], None] | No
 @click.option("--save-every", default=2, show_default=True, help="Checkpoint every N epochs.")
 @click.option("--val-every", default=1, show_default=True, help="Validate every N epochs.")
 @click.option("--val-subset", default=256, show_default=True, help="Val pairs per validation.")
+@click.option(
+    "--bn-recalibrate", default=400, show_default=True,
+    help="Training pairs used to re-estimate BatchNorm statistics before validation/export (0: off).",
+)  # fmt: skip
 @click.option("--source-gsd", default=0.9, show_default=True, help="m/px of the source tiles.")
 @click.option("--source-size", default=600, show_default=True, help="px of the source tiles.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")

@@ -145,3 +145,23 @@ def test_l1_goes_down_on_16_real_pairs(maps286: Path, tmp_path: Path) -> None:
     trainer.fit()
     after = l1_on_train_pairs()
     assert after < 0.9 * before, (before, after)
+
+
+def test_batchnorm_recalibration_is_the_plain_average_of_batch_statistics(
+    tiny_maps: Path, tmp_path: Path
+) -> None:
+    from geomap_gan.train import recalibrate_batchnorm
+
+    trainer = Trainer(tiny_cfg(tiny_maps, tmp_path, batch_size=2))
+    g = trainer.G
+    bn = next(m for m in g.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    seen: list[torch.Tensor] = []
+    hook = bn.register_forward_hook(lambda m, i, o: seen.append(i[0].float().mean((0, 2, 3))))
+    recalibrate_batchnorm(g, trainer.train_pairs, trainer.cfg, trainer.device)
+    hook.remove()
+    assert len(seen) == 4  # 8 pairs in batches of 2
+    torch.testing.assert_close(bn.running_mean, torch.stack(seen).mean(0), rtol=1e-4, atol=1e-5)
+    assert bn.momentum == 0.1 and g.training  # restored
+    before = bn.running_mean.clone()
+    recalibrate_batchnorm(g, trainer.train_pairs, trainer.cfg, trainer.device)
+    assert torch.equal(before, bn.running_mean)  # deterministic
