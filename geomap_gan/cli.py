@@ -275,6 +275,9 @@ def download_maps(
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
 @click.option("--amp/--no-amp", default=True, show_default=True, help="bf16 where native.")
 @click.option("--limit", type=int, default=None, help="Only the first N pairs.")
+@click.option("--grid", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write a PNG grid: input | generated | real map.")  # fmt: skip
+@click.option("--grid-count", default=8, show_default=True, help="Pairs in the grid.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def evaluate(
     data_dir: Path,
@@ -284,6 +287,8 @@ def evaluate(
     device: str,
     amp: bool,
     limit: int | None,
+    grid: Path | None,
+    grid_count: int,
     as_json: bool,
 ) -> None:
     """Score a model on every pair of DATA_DIR/SPLIT at 256x256: RMSE, acc5/acc10, PSNR, SSIM
@@ -295,7 +300,7 @@ def evaluate(
     """
     from .metrics import evaluate as run_evaluate
 
-    result = run_evaluate(model, data_dir, split, batch_size, device, amp, limit)
+    result = run_evaluate(model, data_dir, split, batch_size, device, amp, limit, grid, grid_count)
     _echo_json_or_table(result, as_json)
 
 

@@ -108,6 +108,33 @@ def generate_uint8(
     return to_uint8(y).permute(0, 2, 3, 1).cpu().numpy()
 
 
+def sample_grid(inputs: np.ndarray, fakes: np.ndarray, reals: np.ndarray) -> np.ndarray:
+    """One row per pair: input | generated | real, as an (H*n, 3W, 3) uint8 image."""
+    rows = [np.concatenate(row, axis=1) for row in zip(inputs, fakes, reals, strict=True)]
+    return np.concatenate(rows, axis=0)
+
+
+def save_sample_grid(
+    generator: torch.nn.Module,
+    pairs: np.ndarray,
+    path: str | Path,
+    direction: str = "AtoB",
+    device: str | torch.device = "cpu",
+    amp: bool = True,
+) -> Path:
+    """Write a PNG of (N, 2, H, W, 3) uint8 pairs as rows of input | generated (eval mode) | real."""
+    from PIL import Image
+
+    src, dst = (0, 1) if direction == "AtoB" else (1, 0)
+    inputs = torch.from_numpy(pairs[:, src]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    generator.eval()
+    fakes = generate_uint8(generator, inputs, torch.device(device), amp)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(sample_grid(pairs[:, src], fakes, pairs[:, dst])).save(path)
+    return path
+
+
 def evaluate_arrays(
     generator: torch.nn.Module,
     pairs: np.ndarray,
@@ -142,9 +169,12 @@ def evaluate(
     device: str = "auto",
     amp: bool = True,
     limit: int | None = None,
+    grid: str | Path | None = None,
+    grid_count: int = 8,
 ) -> dict[str, float | str]:
     """Evaluate a model file on every pair of ``data_dir/split`` at 256x256 (halves resized to
-    the model's tile size, no crop, no flip). Returns the keys of METRIC_KEYS plus ``model``."""
+    the model's tile size, no crop, no flip). Returns the keys of METRIC_KEYS plus ``model``.
+    With ``grid``, also writes a PNG of ``grid_count`` evenly spaced pairs (input | ours | real)."""
     from .data import load_split
     from .device import resolve_device
     from .modelfile import load_model
@@ -156,4 +186,7 @@ def evaluate(
         evaluate_arrays(model.generator, pairs, model.card.direction, batch_size, dev, amp)
     )
     result["model"] = model.card.name
+    if grid is not None:
+        picks = np.linspace(0, len(pairs) - 1, min(grid_count, len(pairs))).round().astype(int)
+        save_sample_grid(model.generator, pairs[picks], grid, model.card.direction, dev, amp)
     return result

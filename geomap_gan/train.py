@@ -35,7 +35,7 @@ from . import __version__
 from .data import MapsDataset, load_split, to_model_range
 from .device import autocast, resolve_device
 from .errors import CheckpointError, DatasetError
-from .metrics import METRIC_KEYS, evaluate_arrays, generate_uint8
+from .metrics import METRIC_KEYS, evaluate_arrays, save_sample_grid
 from .modelfile import MAPS_ORIGINAL_GSD, MAPS_ORIGINAL_SIZE, MapModel, ModelCard, save_model
 from .nets import PatchDiscriminator, UnetGenerator, init_weights
 
@@ -179,12 +179,6 @@ def _numpy_rng_state() -> tuple[torch.Tensor, int]:
 
 def _unwrap(net: nn.Module) -> nn.Module:
     return net.module if isinstance(net, nn.parallel.DistributedDataParallel) else net
-
-
-def sample_grid(inputs: np.ndarray, fakes: np.ndarray, reals: np.ndarray) -> np.ndarray:
-    """One row per pair: input | generated | real, as an (H*n, 3W, 3) uint8 image."""
-    rows = [np.concatenate([a, f, r], axis=1) for a, f, r in zip(inputs, fakes, reals, strict=True)]
-    return np.concatenate(rows, axis=0)
 
 
 class Trainer:
@@ -390,18 +384,11 @@ class Trainer:
         """PNG grid of the first ``samples`` val pairs: input | generated | real."""
         if self.val_pairs is None or self.cfg.samples <= 0:
             return None
-        from PIL import Image
-
-        pairs = self.val_pairs[: self.cfg.samples]
-        src, dst = (0, 1) if self.cfg.direction == "AtoB" else (1, 0)
-        inputs = torch.from_numpy(pairs[:, src]).permute(0, 3, 1, 2).float() / 127.5 - 1
-        g = _unwrap(self.G)
-        g.eval()
-        fakes = generate_uint8(g, inputs, self.device, self.cfg.amp)
-        g.train()
         path = self.out / "samples" / f"epoch_{self.epoch:03d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(sample_grid(pairs[:, src], fakes, pairs[:, dst])).save(path)
+        g = _unwrap(self.G)
+        pairs = self.val_pairs[: self.cfg.samples]
+        save_sample_grid(g, pairs, path, self.cfg.direction, self.device, self.cfg.amp)
+        g.train()
         return path
 
     def export(self, metrics: dict[str, float]) -> Path:
