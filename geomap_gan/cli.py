@@ -265,6 +265,151 @@ def download_maps(
         click.echo(f"{result.files} files downloaded and verified in {result.path}")
 
 
+# ---- render --------------------------------------------------------------------------------------
+def _parse_numbers(text: str | None, option: str, kind: type, count: int | None) -> tuple | None:
+    """'1,2,3' -> (1, 2, 3); an InputError (one line, exit 2) when malformed."""
+    from .errors import InputError
+
+    if text is None:
+        return None
+    parts = [p for p in text.replace(" ", ",").split(",") if p]
+    try:
+        values = tuple(kind(p) for p in parts)
+    except ValueError:
+        values = ()
+    if not values or (count is not None and len(values) != count):
+        n = f"{count} " if count else ""
+        raise InputError(f"{option} needs {n}comma-separated numbers, got {text!r}")
+    return values
+
+
+def _parse_creation_options(items: tuple[str, ...]) -> dict[str, str]:
+    from .errors import InputError
+
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise InputError(f"--co needs NAME=VALUE (e.g. --co COMPRESS=ZSTD), got {item!r}")
+        out[name.strip().upper()] = value.strip()
+    return out
+
+
+def _tqdm_render_progress(quiet: bool, megapixels: float) -> Callable[[int, int], None] | None:
+    """A tqdm bar over windows with the input megapixels per second as postfix."""
+    if quiet:
+        return None
+    import time
+
+    from tqdm import tqdm
+
+    bar: dict[str, Any] = {}
+
+    def progress(done: int, total: int) -> None:
+        if "tqdm" not in bar:
+            bar["tqdm"] = tqdm(total=total, desc="render", unit="win", dynamic_ncols=True)
+            bar["t0"] = time.perf_counter()
+        t = bar["tqdm"]
+        t.update(done - t.n)
+        elapsed = time.perf_counter() - bar["t0"]
+        if elapsed > 0 and total:
+            t.set_postfix_str(f"{megapixels * done / total / elapsed:.2f} MP/s", refresh=False)
+        if done >= total:
+            t.close()
+
+    return progress
+
+
+@cli.command()
+@click.argument("src", metavar="IN", type=click.Path(path_type=Path))
+@click.argument("dst", metavar="OUT", type=click.Path(path_type=Path))
+@click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Model file (default: the bundled model).")  # fmt: skip
+@click.option("--overlap", default=32, show_default=True,
+              help="Overlap of neighbouring windows, pixels of the model grid.")  # fmt: skip
+@click.option("--batch-size", default=8, show_default=True, help="Windows per forward pass.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
+              show_default=True)  # fmt: skip
+@click.option("--amp/--no-amp", default=True, show_default=True,
+              help="bf16 autocast where the hardware runs it natively.")  # fmt: skip
+@click.option("-b", "--bands", "--bidx", "bands", default=None, metavar="R,G,B",
+              help="1-based band numbers of red, green, blue [default: from the colour "
+              "interpretation, else 1,2,3].")  # fmt: skip
+@click.option("--scale", default=None, metavar="MIN,MAX",
+              help="Linear stretch of input values to 0..255 [default: uint8 as is, other types "
+              "a 2-98 percentile stretch per band].")  # fmt: skip
+@click.option("--gsd", type=float, default=None,
+              help="Override the model's input GSD, metres per pixel.")  # fmt: skip
+@click.option("--output-res", type=click.Choice(["model", "native"]), default="model",
+              show_default=True,
+              help="Write at the model's GSD or on the input's own pixel grid.")  # fmt: skip
+@click.option("--aoi", default=None,
+              help="Area of interest: GeoJSON or WKT polygon, inline or a file.")  # fmt: skip
+@click.option("--aoi-crs", default=None,
+              help="CRS of --aoi [default: named in it, else EPSG:4326].")  # fmt: skip
+@click.option("--format", "driver", type=click.Choice(["GTiff", "COG"]), default="GTiff",
+              show_default=True, help="COG: Cloud Optimized GeoTIFF with overviews.")  # fmt: skip
+@click.option("--co", "creation_options", multiple=True, metavar="NAME=VALUE",
+              help="GDAL creation option of the output driver (repeatable).")  # fmt: skip
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@click.option("--allow-ungeoreferenced", is_flag=True,
+              help="Render an input without CRS/geotransform in pixel space.")  # fmt: skip
+@click.option("--quiet", is_flag=True, help="No progress bar or summary.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@click.pass_context
+def render(
+    ctx: click.Context,
+    src: Path,
+    dst: Path,
+    model: Path | None,
+    bands: str | None,
+    scale: str | None,
+    creation_options: tuple[str, ...],
+    quiet: bool,
+    as_json: bool,
+    **opts: Any,
+) -> None:
+    """Render the aerial/satellite GeoTIFF IN as a map-style RGB GeoTIFF OUT with the same CRS
+    and footprint, at the model's GSD (resampled on the fly) or the input's (--output-res).
+
+    \b
+    Example:
+      geomap-gan render scene.tif map.tif
+      geomap-gan render scene.tif map.tif --model runs/maps/model.safetensors --format COG
+      geomap-gan render naip.tif map.tif --bands 1,2,3 --aoi area.geojson --overwrite
+    """
+    import dataclasses
+
+    from .device import resolve_device
+    from .modelfile import load_model
+    from .render import RenderOptions, plan_render
+    from .render import render as run_render
+
+    quiet = quiet or ctx.obj["quiet"]
+    options = RenderOptions(
+        bands=_parse_numbers(bands, "--bands", int, 3),
+        scale=_parse_numbers(scale, "--scale", float, 2),
+        creation_options=_parse_creation_options(creation_options),
+        **opts,
+    )
+    mapmodel = load_model(model, resolve_device(options.device))
+    plan = plan_render(src, mapmodel, options)  # fails fast on bad input, sizes the progress bar
+    result = run_render(
+        src, dst, mapmodel, options, progress=_tqdm_render_progress(quiet, plan.megapixels)
+    )
+    if as_json:
+        data = dataclasses.asdict(result)
+        data["path"] = str(result.path)
+        data["megapixels_per_second"] = result.megapixels_per_second
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+    elif not quiet:
+        click.echo(
+            f"wrote {result.path}: {result.width}x{result.height} px, {result.crs or 'no CRS'}, "
+            f"{result.windows} windows ({result.windows_skipped} skipped) in "
+            f"{result.seconds:.1f} s, {result.megapixels_per_second:.2f} MP/s"
+        )
+
+
 # ---- evaluate ------------------------------------------------------------------------------------
 @cli.command()
 @click.argument("data_dir", type=click.Path(path_type=Path))

@@ -144,6 +144,10 @@ class _Retryable(Exception):
     """A transient failure: the next attempt resumes from the bytes already on disk."""
 
 
+class _StartOver(_Retryable):
+    """The partial file cannot be resumed: the next attempt starts from byte 0."""
+
+
 def _sidecar(part: Path) -> Path:
     return part.with_name(part.name + ".json")
 
@@ -170,10 +174,12 @@ def _write_sidecar(part: Path, url: str, headers: http.client.HTTPMessage) -> No
     _sidecar(part).write_text(json.dumps(meta), encoding="utf-8")
 
 
-def _content_range_total(value: str | None) -> int | None:
-    """Total size from ``Content-Range: bytes a-b/total`` (None if absent or ``*``)."""
-    m = re.match(r"^\s*bytes\s+(?:\d+-\d+|\*)/(\d+)\s*$", value or "")
-    return int(m.group(1)) if m else None
+def _content_range(value: str | None) -> tuple[int | None, int | None]:
+    """(first byte, total size) from ``Content-Range: bytes a-b/total`` (None where absent)."""
+    m = re.match(r"^\s*bytes\s+(?:(\d+)-\d+|\*)/(\d+)\s*$", value or "")
+    if not m:
+        return None, None
+    return (int(m.group(1)) if m.group(1) else None), int(m.group(2))
 
 
 def _open(url: str, offset: int, meta: Mapping[str, str], timeout: float):
@@ -189,10 +195,10 @@ def _open(url: str, offset: int, meta: Mapping[str, str], timeout: float):
     except urllib.error.HTTPError as exc:
         exc.close()
         if exc.code == 416 and offset:
-            total = _content_range_total(exc.headers.get("Content-Range"))
+            _, total = _content_range(exc.headers.get("Content-Range"))
             if total == offset:
                 return None  # the partial file is already the whole file
-            raise _Retryable("server refused to resume; starting over") from exc
+            raise _StartOver("server refused to resume; starting over") from exc
         if exc.code in (408, 429) or exc.code >= 500:
             raise _Retryable(f"HTTP {exc.code} {exc.reason}") from exc
         raise DownloadError(
@@ -224,7 +230,9 @@ def _attempt(
         return offset, offset
     with resp:
         if offset and resp.status == 206:
-            total = _content_range_total(resp.headers.get("Content-Range"))
+            first, total = _content_range(resp.headers.get("Content-Range"))
+            if first != offset:
+                raise _StartOver(f"server resumed at byte {first}, not {offset}; starting over")
             log.info("resuming %s at byte %d", url, offset)
         else:
             if offset:
@@ -241,7 +249,7 @@ def _attempt(
                 progress(done, total)
             while True:
                 try:
-                    block = resp.read(opts.chunk_size)
+                    block = resp.read1(opts.chunk_size)  # what has arrived: a stall loses nothing
                 except TimeoutError as exc:
                     raise _Retryable(f"no data for {opts.timeout:g} s (timed out)") from exc
                 except (ConnectionError, http.client.HTTPException) as exc:
@@ -278,6 +286,8 @@ def fetch(url: str, part: Path, opts: DownloadOptions, progress: Progress | None
             return size
         except _Retryable as exc:
             last = str(exc)
+            if isinstance(exc, _StartOver):
+                _discard(part)
     tries = opts.retries + 1
     raise DownloadError(
         f"download of {url} failed after {tries} attempt(s): {last}; run again to resume"
@@ -507,13 +517,16 @@ def _discard(part: Path) -> None:
 
 def _swap_into_place(work: Path, dest: Path, old: Path) -> None:
     """Rename ``work`` to ``dest``; an existing ``dest`` is moved aside first and then deleted."""
-    if dest.exists():
+    if dest.exists() or dest.is_symlink():
         dest.rename(old)
         try:
             work.rename(dest)
         except OSError:
             old.rename(dest)
             raise
-        shutil.rmtree(old, ignore_errors=True)
+        if old.is_symlink():
+            old.unlink()  # a link to the old data: drop the link, never the data behind it
+        else:
+            shutil.rmtree(old, ignore_errors=True)
     else:
         work.rename(dest)

@@ -252,7 +252,7 @@ class RenderAlgorithm(QgsProcessingAlgorithm):
                 minValue=1,
             )
         )
-        self.addParameter(self._enum(self.DEVICE, "Device", DEVICES, DEVICES[0]))
+        self.addParameter(self._enum(self.DEVICE, "Device: auto, cpu or cuda", DEVICES, DEVICES[0]))
         self.addParameter(
             self._enum(
                 self.OUTPUT_RES,
@@ -285,7 +285,7 @@ class RenderAlgorithm(QgsProcessingAlgorithm):
                 "Linear stretch to 8 bit MIN,MAX (empty: automatic percentiles)",
                 optional=True,
             ),
-            self._enum(self.FORMAT, "Output format", FORMATS, FORMATS[0]),
+            self._enum(self.FORMAT, "Output format: GTiff or COG", FORMATS, FORMATS[0]),
             QgsProcessingParameterBoolean(
                 self.AMP, "Use bfloat16 autocast where the device supports it", defaultValue=True
             ),
@@ -311,7 +311,10 @@ class RenderAlgorithm(QgsProcessingAlgorithm):
     def _enum(
         name: str, label: str, options: tuple[str, ...], default: str
     ) -> QgsProcessingParameterEnum:
-        """An enum whose values are the CLI's words (``DEVICE=cpu``), not indexes."""
+        """An enum whose values are the CLI's words (``DEVICE=cpu``), not indexes.
+
+        ``qgis_process help`` in 3.22 still lists indexes, so the labels name the words too.
+        """
         param = QgsProcessingParameterEnum(name, label, options=list(options), defaultValue=default)
         param.setUsesStaticStrings(True)
         return param
@@ -324,6 +327,8 @@ class RenderAlgorithm(QgsProcessingAlgorithm):
         feedback: QgsProcessingFeedback,
     ) -> dict[str, Any]:
         render, render_options, geomap_gan_error = _import_engine()
+        if feedback is None:  # C++ callers may pass none
+            feedback = QgsProcessingFeedback()
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         if layer is None:
             raise QgsProcessingException(self.invalidRasterError(parameters, self.INPUT))
