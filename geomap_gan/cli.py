@@ -320,40 +320,65 @@ def _tqdm_render_progress(quiet: bool, megapixels: float) -> Callable[[int, int]
     return progress
 
 
+def render_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of ``render`` (RenderOptions 1:1), defined once and shared with
+    ``render-many`` so that both commands take the same names and defaults."""
+    for option in reversed(_RENDER_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+# fmt: off
+_RENDER_OPTIONS = [
+    click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                  help="Model file (default: the bundled model)."),
+    click.option("--overlap", default=32, show_default=True,
+                  help="Overlap of neighbouring windows, pixels of the model grid."),
+    click.option("--batch-size", default=8, show_default=True, help="Windows per forward pass."),
+    click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
+                  show_default=True),
+    click.option("--amp/--no-amp", default=True, show_default=True,
+                  help="bf16 autocast where the hardware runs it natively."),
+    click.option("-b", "--bands", "--bidx", "bands", default=None, metavar="R,G,B",
+                  help="1-based band numbers of red, green, blue [default: from the colour "
+                  "interpretation, else 1,2,3]."),
+    click.option("--scale", default=None, metavar="MIN,MAX",
+                  help="Linear stretch of input values to 0..255 [default: uint8 as is, other "
+                  "types a 2-98 percentile stretch per band]."),
+    click.option("--gsd", type=float, default=None,
+                  help="Override the model's input GSD, metres per pixel."),
+    click.option("--output-res", type=click.Choice(["model", "native"]), default="model",
+                  show_default=True,
+                  help="Write at the model's GSD or on the input's own pixel grid."),
+    click.option("--aoi", default=None,
+                  help="Area of interest: GeoJSON or WKT polygon, inline or a file."),
+    click.option("--aoi-crs", default=None,
+                  help="CRS of --aoi [default: named in it, else EPSG:4326]."),
+    click.option("--format", "driver", type=click.Choice(["GTiff", "COG"]), default="GTiff",
+                  show_default=True, help="COG: Cloud Optimized GeoTIFF with overviews."),
+    click.option("--co", "creation_options", multiple=True, metavar="NAME=VALUE",
+                  help="GDAL creation option of the output driver (repeatable)."),
+    click.option("--overwrite", is_flag=True, help="Replace OUT if it exists."),
+    click.option("--allow-ungeoreferenced", is_flag=True,
+                  help="Render an input without CRS/geotransform in pixel space."),
+    click.option("--threads", default=0, show_default=True,
+                  help="torch CPU threads (0: torch's default, one per core)."),
+    click.option("--compile", is_flag=True,
+                  help="torch.compile the generator: faster on big scenes, slow first batch."),
+]
+# fmt: on
+
+
 @cli.command()
 @click.argument("src", metavar="IN", type=click.Path(path_type=Path))
 @click.argument("dst", metavar="OUT", type=click.Path(path_type=Path))
-@click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Model file (default: the bundled model).")  # fmt: skip
-@click.option("--overlap", default=32, show_default=True,
-              help="Overlap of neighbouring windows, pixels of the model grid.")  # fmt: skip
-@click.option("--batch-size", default=8, show_default=True, help="Windows per forward pass.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
-              show_default=True)  # fmt: skip
-@click.option("--amp/--no-amp", default=True, show_default=True,
-              help="bf16 autocast where the hardware runs it natively.")  # fmt: skip
-@click.option("-b", "--bands", "--bidx", "bands", default=None, metavar="R,G,B",
-              help="1-based band numbers of red, green, blue [default: from the colour "
-              "interpretation, else 1,2,3].")  # fmt: skip
-@click.option("--scale", default=None, metavar="MIN,MAX",
-              help="Linear stretch of input values to 0..255 [default: uint8 as is, other types "
-              "a 2-98 percentile stretch per band].")  # fmt: skip
-@click.option("--gsd", type=float, default=None,
-              help="Override the model's input GSD, metres per pixel.")  # fmt: skip
-@click.option("--output-res", type=click.Choice(["model", "native"]), default="model",
-              show_default=True,
-              help="Write at the model's GSD or on the input's own pixel grid.")  # fmt: skip
-@click.option("--aoi", default=None,
-              help="Area of interest: GeoJSON or WKT polygon, inline or a file.")  # fmt: skip
-@click.option("--aoi-crs", default=None,
-              help="CRS of --aoi [default: named in it, else EPSG:4326].")  # fmt: skip
-@click.option("--format", "driver", type=click.Choice(["GTiff", "COG"]), default="GTiff",
-              show_default=True, help="COG: Cloud Optimized GeoTIFF with overviews.")  # fmt: skip
-@click.option("--co", "creation_options", multiple=True, metavar="NAME=VALUE",
-              help="GDAL creation option of the output driver (repeatable).")  # fmt: skip
-@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
-@click.option("--allow-ungeoreferenced", is_flag=True,
-              help="Render an input without CRS/geotransform in pixel space.")  # fmt: skip
+@render_options
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Render in strips on this Dask scheduler (tcp://host:8786); "
+              "needs `pip install geomap-gan[distributed]`.")  # fmt: skip
+@click.option("--strips", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Split the scene into N horizontal strips rendered by Dask workers "
+              "[default with --scheduler: one per worker; without it: a local cluster].")  # fmt: skip
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.pass_context
@@ -367,6 +392,8 @@ def render(
     creation_options: tuple[str, ...],
     quiet: bool,
     as_json: bool,
+    scheduler: str | None,
+    strips: int | None,
     **opts: Any,
 ) -> None:
     """Render the aerial/satellite GeoTIFF IN as a map-style RGB GeoTIFF OUT with the same CRS
@@ -377,6 +404,7 @@ def render(
       geomap-gan render scene.tif map.tif
       geomap-gan render scene.tif map.tif --model runs/maps/model.safetensors --format COG
       geomap-gan render naip.tif map.tif --bands 1,2,3 --aoi area.geojson --overwrite
+      geomap-gan render huge.tif map.tif --scheduler tcp://10.0.0.5:8786 --strips 64
     """
     import dataclasses
 
@@ -392,6 +420,9 @@ def render(
         creation_options=_parse_creation_options(creation_options),
         **opts,
     )
+    if scheduler or strips:
+        _render_strips(src, dst, model, options, scheduler, strips, quiet, as_json)
+        return
     mapmodel = load_model(model, resolve_device(options.device))
     plan = plan_render(src, mapmodel, options)  # fails fast on bad input, sizes the progress bar
     result = run_render(
@@ -408,6 +439,141 @@ def render(
             f"{result.windows} windows ({result.windows_skipped} skipped) in "
             f"{result.seconds:.1f} s, {result.megapixels_per_second:.2f} MP/s"
         )
+
+
+# ---- scale-out on Dask: render-many, render --strips ---------------------------------------------
+def _dask_hooks(quiet: bool) -> dict[str, Any]:
+    """``on_client``: print the worker count and dashboard link once connected; ``watch``:
+    Dask's own progress bar (drawn on stderr so stdout stays clean for --json). None when quiet."""
+    from .distributed import require_dask
+
+    require_dask()
+    import distributed  # noqa: F401  (sets Dask's own log levels on import; quieten them next)
+
+    root = logging.getLogger().level
+    logging.getLogger("distributed").setLevel(root if root <= logging.DEBUG else logging.WARNING)
+    if quiet:
+        return {}
+
+    def on_client(client: Any) -> None:
+        from .distributed import dashboard_link, has_bokeh
+
+        workers = len(client.scheduler_info(n_workers=-1)["workers"])
+        link = dashboard_link(client) or "none"
+        hint = "" if has_bokeh() or link == "none" else " (pip install 'bokeh>=3.1' to view it)"
+        click.echo(f"Dask: {workers} worker(s), dashboard: {link}{hint}", err=True)
+
+    def watch(futures: list) -> None:
+        import contextlib
+
+        from distributed import progress
+
+        address = futures[0].client.scheduler.address  # not the default client's: may differ
+        with contextlib.redirect_stdout(sys.stderr):
+            progress(futures, multi=False, scheduler=address)
+
+    return {"on_client": on_client, "watch": watch}
+
+
+def _render_strips(
+    src: Path,
+    dst: Path,
+    model: Path | None,
+    options: Any,
+    scheduler: str | None,
+    strips: int | None,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """``render --scheduler/--strips``: one scene in strips on Dask workers."""
+    from .distributed import render_strips
+
+    report = render_strips(
+        src, dst, model, options, scheduler=scheduler, n_strips=strips, **_dask_hooks(quiet)
+    )
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
+    elif not quiet:
+        click.echo(
+            f"wrote {report.path}: {report.width}x{report.height} px in {len(report.strips)} "
+            f"strips on {report.workers} worker(s), {report.seconds:.1f} s"
+        )
+
+
+@cli.command("render-many")
+@click.argument("inputs", metavar="INPUTS...", nargs=-1, required=True,
+                type=click.Path(path_type=Path))  # fmt: skip
+@click.option("--out-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the outputs (created if missing) and mosaic.vrt.")  # fmt: skip
+@render_options
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Dask scheduler to run on (tcp://host:8786) [default: a local cluster].")  # fmt: skip
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Workers of the local cluster [default: one per GPU, else one per core].")  # fmt: skip
+@click.option("--quiet", is_flag=True, help="No progress bar or summary (failures still shown).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@click.pass_context
+def render_many(
+    ctx: click.Context,
+    inputs: tuple[Path, ...],
+    out_dir: Path,
+    model: Path | None,
+    bands: str | None,
+    scale: str | None,
+    creation_options: tuple[str, ...],
+    scheduler: str | None,
+    workers: int | None,
+    quiet: bool,
+    as_json: bool,
+    **opts: Any,
+) -> None:
+    """Render many scenes on Dask, one task per scene: OUT_DIR/<scene>.tif for each input (a
+    folder contributes its *.tif files) plus OUT_DIR/mosaic.vrt over them. Takes the options of
+    `render`. Outputs that already exist and are complete are skipped, so an interrupted job
+    resumes where it stopped; a scene that fails is retried, then reported (exit code 1).
+
+    Inputs, model and OUT_DIR must be visible to every worker under the same paths. Needs
+    `pip install geomap-gan[distributed]`.
+
+    \b
+    Example:
+      geomap-gan render-many scenes/*.tif --out-dir maps/
+      geomap-gan render-many scenes/ --out-dir maps/ --scheduler tcp://10.0.0.5:8786
+    """
+    from .distributed import render_many as run_many
+    from .render import RenderOptions
+
+    quiet = quiet or ctx.obj["quiet"]
+    options = RenderOptions(
+        bands=_parse_numbers(bands, "--bands", int, 3),
+        scale=_parse_numbers(scale, "--scale", float, 2),
+        creation_options=_parse_creation_options(creation_options),
+        **opts,
+    )
+    report = run_many(
+        inputs, out_dir, model, options, scheduler=scheduler, n_workers=workers,
+        **_dask_hooks(quiet),
+    )  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
+    elif not quiet:
+        click.echo(
+            f"{len(report.rendered)} rendered, {len(report.skipped)} skipped (already done), "
+            f"{len(report.failed)} failed in {report.seconds:.1f} s on {report.workers} worker(s)"
+        )
+        if report.mosaic:
+            click.echo(f"mosaic: {report.mosaic}")
+        for path in report.mosaic_excluded:
+            click.echo(f"not in the mosaic (another CRS): {path}")
+    for scene in report.failed:
+        click.echo(f"failed: {scene.src}: {scene.error}", err=True)
+    if report.failed:
+        click.echo(
+            f"Error: {len(report.failed)} of {len(report.scenes)} scene(s) failed; fix them and "
+            "run again (finished outputs are kept and skipped)",
+            err=True,
+        )
+        ctx.exit(1)
 
 
 # ---- evaluate ------------------------------------------------------------------------------------

@@ -1,0 +1,89 @@
+"""Peak memory (RSS) of the render engine against scene size: memory must be bounded by the window
+rows in flight, not by the scene (a 20000x20000 scene within 20% of a 2000x2000 one, and under
+1.5 GB).
+
+Each render runs in a fresh child process (the real NAIP photo tiled up to each size, see
+_render_scene.py; a randomly initialised ngf=32 generator); its peak RSS comes from the kernel's
+resource accounting of that child (``os.wait4``), so the parent's own memory does not count.
+
+    python benchmarks/render_memory.py [--sizes 2000 20000] [--ngf 32] [--threads 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import describe  # noqa: E402
+from _render_scene import make_scene  # noqa: E402
+
+from geomap_gan.modelfile import ModelCard  # noqa: E402
+
+CHILD = """
+import json, sys, time, torch
+sys.path.insert(0, {bench!r})
+from render_throughput import random_model
+from geomap_gan.render import RenderOptions, render
+if {threads}:
+    torch.set_num_threads({threads})
+model = random_model({ngf})
+options = RenderOptions(overlap={overlap}, batch_size={batch}, overwrite=True)
+result = render({scene!r}, {out!r}, model, options)
+print(json.dumps(dict(seconds=result.seconds, windows=result.windows, mp=result.megapixels)))
+"""
+
+
+def peak_rss_of_child(code: str) -> tuple[float, dict]:
+    """Run ``code`` in a fresh interpreter; (peak RSS in MB, the JSON it printed last)."""
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"child failed with exit code {proc.returncode}")
+    return usage.ru_maxrss / 1024, json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000])
+    ap.add_argument("--ngf", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--overlap", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "geomap-gan-bench")
+    args = ap.parse_args()
+
+    print(describe())
+    gsd = ModelCard(ngf=args.ngf).gsd
+    peaks = {}
+    for size in args.sizes:
+        t0 = time.perf_counter()
+        scene = make_scene(args.work, size, gsd)
+        made = time.perf_counter() - t0
+        out = args.work / f"memory_out_{size}.tif"
+        code = CHILD.format(bench=str(Path(__file__).resolve().parent), threads=args.threads,
+                            ngf=args.ngf, overlap=args.overlap, batch=args.batch_size,
+                            scene=str(scene), out=str(out))  # fmt: skip
+        peak, info = peak_rss_of_child(code)
+        out.unlink(missing_ok=True)
+        peaks[size] = peak
+        print(f"{size}x{size} px ({size * size / 1e6:.0f} MP, scene ready in {made:.0f} s): "
+              f"peak RSS {peak:.0f} MB, {info['windows']} windows in {info['seconds']:.0f} s "
+              f"({info['mp'] / info['seconds']:.2f} MP/s)")  # fmt: skip
+    if len(peaks) > 1:
+        small, large = min(peaks), max(peaks)
+        growth = peaks[large] / peaks[small] - 1
+        print(f"peak RSS {large}^2 vs {small}^2: {growth * 100:+.1f}%")
+
+
+if __name__ == "__main__":
+    main()

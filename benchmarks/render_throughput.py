@@ -1,0 +1,133 @@
+"""Render throughput: megapixels of input (at the model's GSD) per second, for the engine and for
+a naive baseline measured in the same run on the same scene.
+
+The naive baseline renders the way reference pix2pix test scripts do: one 256 px tile at a time,
+fp32, NCHW, no overlap, no blending, no prefetch (read, infer, write in turn); it writes the same
+tiled DEFLATE GeoTIFF as the engine so that only the rendering strategy differs.
+
+The scene is the real NAIP photo of ../shared/data/geotiff tiled up to --size (see
+_render_scene.py); the generator is a randomly initialised pix2pix U-Net (speed does not depend on
+the weights).
+
+    python benchmarks/render_throughput.py [--size 8192] [--ngf 32] [--device auto]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.windows import Window
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import describe  # noqa: E402
+from _render_scene import make_scene  # noqa: E402
+
+from geomap_gan.device import resolve_device  # noqa: E402
+from geomap_gan.modelfile import MapModel, ModelCard, build_generator  # noqa: E402
+from geomap_gan.nets import init_weights  # noqa: E402
+from geomap_gan.raster import gtiff_options  # noqa: E402
+from geomap_gan.render import RenderOptions, render  # noqa: E402
+
+
+def random_model(ngf: int) -> MapModel:
+    torch.manual_seed(0)
+    card = ModelCard(name=f"random-ngf{ngf}", ngf=ngf)
+    return MapModel(init_weights(build_generator(card)).eval(), card)
+
+
+@torch.inference_mode()
+def naive_render(src: Path, dst: Path, model: MapModel, device: torch.device) -> float:
+    """One tile at a time, fp32, no overlap: returns seconds."""
+    t0 = time.perf_counter()
+    net = model.generator.to(device).eval()
+    tile = model.card.tile_size
+    with rasterio.open(src) as s:
+        profile = dict(driver="GTiff", width=s.width, height=s.height, count=3, dtype="uint8",
+                       crs=s.crs, transform=s.transform, **gtiff_options(alpha=False))  # fmt: skip
+        with rasterio.open(dst, "w", **profile) as d:
+            for y in range(0, s.height, tile):
+                for x in range(0, s.width, tile):
+                    w, h = min(tile, s.width - x), min(tile, s.height - y)
+                    a = np.zeros((3, tile, tile), np.uint8)
+                    a[:, :h, :w] = s.read([1, 2, 3], window=Window(x, y, w, h))
+                    inp = torch.from_numpy(a)[None].float().div(127.5).sub(1).to(device)
+                    out = net(inp)[0].add(1).mul(127.5).clamp(0, 255).byte().cpu().numpy()
+                    d.write(out[:, :h, :w], window=Window(x, y, w, h))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--size", type=int, default=8192, help="scene side, pixels (>= 8000)")
+    ap.add_argument("--ngf", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--overlap", type=int, default=32)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--no-amp", action="store_true")
+    ap.add_argument(
+        "--compile",
+        choices=["off", "on", "both"],
+        default="both",
+        help="torch.compile the generator (its first-call compile time counts)",
+    )
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--skip-naive", action="store_true")
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "geomap-gan-bench")
+    args = ap.parse_args()
+
+    device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(describe())
+    print(f"load average before: {os.getloadavg()}")
+    model = random_model(args.ngf)
+    scene = make_scene(args.work, args.size, model.card.gsd)
+    mp = args.size * args.size / 1e6
+    print(f"scene: {scene.name}, {args.size}x{args.size} px = {mp:.1f} MP at {model.card.gsd:.3f} "
+          f"m/px; generator ngf={args.ngf}, tile {model.card.tile_size}; device {device}")  # fmt: skip
+
+    engine = 0.0
+    for compiled in {"off": [False], "on": [True], "both": [False, True]}[args.compile]:
+        options = RenderOptions(overlap=args.overlap, batch_size=args.batch_size,
+                                device=str(device), amp=not args.no_amp, overwrite=True,
+                                compile=compiled)  # fmt: skip
+        out = args.work / "engine_out.tif"
+        c0 = cpu_seconds()
+        result = render(scene, out, random_model(args.ngf), options)
+        mps = mp / result.seconds
+        engine = max(engine, mps)
+        print(f"engine: overlap {args.overlap}, batch {args.batch_size}, "
+              f"amp={'off' if args.no_amp else 'bf16 where native'}, compile={compiled}: "
+              f"{result.seconds:.1f} s, {mps:.2f} MP/s, {result.windows} windows, "
+              f"CPU {cpu_seconds() - c0:.0f} s")  # fmt: skip
+        out.unlink()
+    if not args.skip_naive:
+        naive_model = random_model(args.ngf)
+        c0 = cpu_seconds()
+        seconds = naive_render(scene, args.work / "naive_out.tif", naive_model, device)
+        naive = mp / seconds
+        print(f"naive baseline (1 tile at a time, fp32, no overlap, no prefetch): {seconds:.1f} s, "
+              f"{naive:.2f} MP/s, CPU {cpu_seconds() - c0:.0f} s")  # fmt: skip
+        (args.work / "naive_out.tif").unlink()
+        print(f"speed-up of the faster engine run: {engine / naive:.2f}x")
+    print(f"load average after: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Window maths for tiled rendering: pure numbers and shapely, no I/O.
+
+A render grid of ``width`` x ``height`` pixels is covered by square windows of ``tile`` pixels that
+overlap their neighbours by ``overlap`` pixels (stride ``tile - overlap``). The grid of windows is
+centred on the raster and reaches at least ``overlap // 2`` pixels beyond every edge, so that no
+raster pixel sits on the outer border of a window (where a U-Net sees zero padding); the parts of
+windows outside the raster are filled by reflection when read and never written. Offsets may be
+negative. All units are pixels of the render grid; rows and columns are 0-based.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from shapely import prepared
+from shapely.geometry import box
+from shapely.geometry.base import BaseGeometry
+
+
+@dataclass(frozen=True)
+class TileWindow:
+    """One window: top-left corner (may be negative) and its place in the grid."""
+
+    x: int
+    y: int
+    size: int
+    row: int  # index of the window row (0-based)
+    col: int  # index within the row (0-based)
+
+    def clipped(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """The part inside a ``width`` x ``height`` raster as (x0, y0, x1, y1), end exclusive."""
+        return (
+            max(self.x, 0),
+            max(self.y, 0),
+            min(self.x + self.size, width),
+            min(self.y + self.size, height),
+        )
+
+
+def axis_offsets(length: int, tile: int, overlap: int) -> list[int]:
+    """Window start offsets along one axis of ``length`` pixels, centred, stride tile - overlap.
+
+    The windows span at least ``length + 2 * (overlap // 2)`` pixels, so every pixel of the axis
+    is covered and the outermost pixels are ``overlap // 2`` or more from a window's outer border.
+    """
+    if length < 1:
+        raise ValueError(f"axis length must be positive, got {length}")
+    if tile < 1 or not 0 <= overlap < tile:
+        raise ValueError(f"need tile >= 1 and 0 <= overlap < tile, got {tile}, {overlap}")
+    stride = tile - overlap
+    needed = length + 2 * (overlap // 2)
+    count = max(1, math.ceil((needed - overlap) / stride))
+    span = count * stride + overlap
+    start = -((span - length) // 2)
+    return [start + k * stride for k in range(count)]
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """All windows over a raster, in row-major order."""
+
+    width: int
+    height: int
+    tile: int
+    overlap: int
+    xs: tuple[int, ...]
+    ys: tuple[int, ...]
+
+    @classmethod
+    def over(cls, width: int, height: int, tile: int, overlap: int) -> TileGrid:
+        """The grid covering a ``width`` x ``height`` raster (pixels)."""
+        return cls(
+            width,
+            height,
+            tile,
+            overlap,
+            tuple(axis_offsets(width, tile, overlap)),
+            tuple(axis_offsets(height, tile, overlap)),
+        )
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(window rows, window columns)."""
+        return len(self.ys), len(self.xs)
+
+    def __len__(self) -> int:
+        return len(self.xs) * len(self.ys)
+
+    def __iter__(self) -> Iterator[TileWindow]:
+        for r, y in enumerate(self.ys):
+            for c, x in enumerate(self.xs):
+                yield TileWindow(x, y, self.tile, r, c)
+
+    def row_end(self, row: int) -> int:
+        """First raster row that windows of grid rows after ``row`` still touch (rows before it
+        are final once grid row ``row`` has been accumulated); ``height`` for the last row."""
+        if row + 1 >= len(self.ys):
+            return self.height
+        return min(max(self.ys[row + 1], 0), self.height)
+
+
+def iter_windows(width: int, height: int, tile: int, overlap: int) -> Iterator[TileWindow]:
+    """Row-major windows covering a ``width`` x ``height`` raster (see :class:`TileGrid`)."""
+    return iter(TileGrid.over(width, height, tile, overlap))
+
+
+class AoiFilter:
+    """Which windows an area of interest touches, with the AOI in render-grid pixel coordinates
+    (x to the right, y down, pixel (c, r) covering [c, c+1) x [r, r+1))."""
+
+    def __init__(self, geometry_px: BaseGeometry) -> None:
+        self.geometry = geometry_px
+        self._prepared = prepared.prep(geometry_px)
+
+    def touches(self, window: TileWindow, width: int, height: int) -> bool:
+        """Whether the in-raster part of ``window`` overlaps the AOI's interior."""
+        x0, y0, x1, y1 = window.clipped(width, height)
+        if x1 <= x0 or y1 <= y0:
+            return False
+        cell = box(x0, y0, x1, y1)
+        return bool(self._prepared.intersects(cell)) and not self._prepared.touches(cell)
+
+
+def reflect_index(index: np.ndarray, length: int) -> np.ndarray:
+    """Map indices outside ``[0, length)`` into it by mirror reflection about the edge pixels
+    (numpy's ``reflect`` mode, repeated for any distance): -1 -> 1, length -> length - 2."""
+    if length == 1:
+        return np.zeros_like(index)
+    period = 2 * (length - 1)
+    folded = np.mod(index, period)
+    return np.where(folded >= length, period - folded, folded)

@@ -1,0 +1,148 @@
+"""``geomap-gan render``: success paths reopened with rasterio, and every bad input as a one-line
+error with exit code 2, no traceback and no partial output."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+from geotiffs import noise_rgb, write_geotiff
+from rasterio.enums import ColorInterp
+
+from geomap_gan.cli import cli
+
+
+@pytest.fixture
+def run(tiny_model_file):
+    def invoke(*args: str):
+        argv = ["render", *map(str, args), "--model", str(tiny_model_file), "--overlap", "8"]
+        return CliRunner().invoke(cli, argv)
+
+    return invoke
+
+
+@pytest.fixture
+def scene(tmp_path) -> Path:
+    data = noise_rgb(70, 90)
+    data[data == 0] = 1
+    data[:, :, :10] = 0  # a nodata collar
+    return write_geotiff(tmp_path / "scene.tif", data, nodata=0)
+
+
+def test_render_writes_a_georeferenced_rgba_map(run, scene, tmp_path):
+    out = tmp_path / "map.tif"
+    result = run(scene, out, "--quiet")
+    assert result.exit_code == 0, result.output
+    with rasterio.open(scene) as s, rasterio.open(out) as o:
+        assert o.crs == s.crs and o.transform == s.transform and o.bounds == s.bounds
+        assert (o.count, o.dtypes[0]) == (4, "uint8")
+        assert list(o.colorinterp) == [ColorInterp.red, ColorInterp.green, ColorInterp.blue,
+                                       ColorInterp.alpha]  # fmt: skip
+        assert ((o.read(4) == 0) == (s.dataset_mask() == 0)).all()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "map.tif",
+        "scene.tif",
+        "tiny.safetensors",
+    ]
+
+
+def test_render_json_and_cog(run, scene, tmp_path):
+    out = tmp_path / "map.tif"
+    result = run(scene, out, "--json", "--format", "COG", "--bands", "3,2,1")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["width"] == 90 and data["windows"] > 0 and data["crs"] == "EPSG:32631"
+    with rasterio.open(out) as o:
+        assert o.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+
+
+def test_progress_bar_and_summary(run, scene, tmp_path):
+    result = run(scene, tmp_path / "m.tif")
+    assert result.exit_code == 0, result.output
+    assert "MP/s" in result.stderr and "wrote" in result.stdout
+
+
+def _bad_cases(tmp_path: Path, scene: Path) -> dict[str, tuple[list[str], str]]:
+    (tmp_path / "text.tif").write_text("not a raster")
+    grey = write_geotiff(tmp_path / "grey.tif", noise_rgb(20, 20, bands=1))
+    plain = write_geotiff(tmp_path / "plain.tif", noise_rgb(20, 20), crs=None)
+    data = noise_rgb(100, 100, seed=2)
+    deflate = write_geotiff(tmp_path / "d.tif", data, compress="deflate", tiled=True,
+                            blockxsize=32, blockysize=32)  # fmt: skip
+    raw = deflate.read_bytes()
+    (tmp_path / "truncated.tif").write_bytes(raw[: len(raw) // 2])
+    out = str(tmp_path / "out.tif")
+    far = "POLYGON((0 0, 1 0, 1 1, 0 1, 0 0))"
+    return {
+        "missing": ([str(tmp_path / "missing.tif"), out], "does not exist"),
+        "not a raster": ([str(tmp_path / "text.tif"), out], "not a raster"),
+        "corrupt": ([str(tmp_path / "truncated.tif"), out], "truncated or corrupt"),
+        "no crs": ([str(plain), out], "no CRS"),
+        "one band": ([str(grey), out], "colour"),
+        "bands out of range": ([str(scene), out, "--bands", "1,2,9"], "out of range"),
+        "bands malformed": ([str(scene), out, "--bands", "red"], "--bands"),
+        "empty aoi": ([str(scene), out, "--aoi", "POLYGON EMPTY"], "AOI is empty"),
+        "aoi outside": ([str(scene), out, "--aoi", far], "AOI"),
+        "folder missing": ([str(scene), str(tmp_path / "no" / "o.tif")], "does not exist"),
+        "output is input": ([str(scene), str(scene), "--overwrite"], "is the input"),
+        "exists": ([str(scene), str(scene.with_name("scene.tif"))], "is the input"),
+    }
+
+
+def test_bad_inputs_are_one_line_errors_with_exit_code_2(run, scene, tmp_path):
+    before = {p.name for p in tmp_path.iterdir()}
+    for name, (args, message) in _bad_cases(tmp_path, scene).items():
+        before |= {p.name for p in tmp_path.iterdir()}
+        result = run(*args)
+        assert result.exit_code == 2, (name, result.output)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: "), (name, result.stderr)
+        assert message in lines[0], (name, lines[0])
+        assert "Traceback" not in result.output
+        assert not (tmp_path / "out.tif").exists(), name
+        assert {p.name for p in tmp_path.iterdir()} <= before, name  # no temp files left
+
+
+def test_ungeoreferenced_allowed(run, tmp_path):
+    plain = write_geotiff(tmp_path / "plain.tif", noise_rgb(20, 20), crs=None)
+    result = run(plain, tmp_path / "o.tif", "--allow-ungeoreferenced", "--quiet")
+    assert result.exit_code == 0, result.output
+    with rasterio.open(tmp_path / "o.tif") as o:
+        assert o.crs is None and o.count == 3
+
+
+def test_refuses_to_overwrite(run, scene, tmp_path):
+    out = tmp_path / "o.tif"
+    out.write_bytes(b"keep me")
+    result = run(scene, out)
+    assert result.exit_code == 2 and "--overwrite" in result.stderr
+    assert out.read_bytes() == b"keep me"
+    assert run(scene, out, "--overwrite", "--quiet").exit_code == 0
+    with rasterio.open(out) as o:
+        assert np.count_nonzero(o.read(4)) > 0
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_folder(run, scene, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        result = run(scene, ro / "o.tif")
+        assert result.exit_code == 2 and "cannot write" in result.stderr
+    finally:
+        ro.chmod(0o755)
+
+
+def test_help_lists_the_options():
+    result = CliRunner().invoke(cli, ["render", "--help"])
+    assert result.exit_code == 0
+    for option in ("--model", "--overlap", "--batch-size", "--device", "--bands", "--scale",
+                   "--gsd", "--output-res", "--aoi", "--format", "--co", "--overwrite",
+                   "--allow-ungeoreferenced", "--quiet"):  # fmt: skip
+        assert option in result.output
