@@ -317,7 +317,16 @@ def _root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
-CORRUPTION_HINTS = ("corrupt", "premature end", "jpeglib", "tiffread", "ireadblock", "read error")
+# GDAL/libtiff/libjpeg messages that mean the pixel data is damaged (not benign tag warnings)
+CORRUPTION_HINTS = (
+    "corrupt jpeg data",
+    "premature end",
+    "tiffreadencoded",
+    "tifffilltile",
+    "tifffillstrip",
+    "ireadblock failed",
+    "read error at",
+)
 
 
 class CorruptionWatch(logging.Filter):

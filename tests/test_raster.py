@@ -37,6 +37,12 @@ def test_georeferencing_checks(tmp_path):
         with pytest.raises(InputError, match="no CRS.*--allow-ungeoreferenced"):
             raster.check_georeferencing(ds, False)
         assert raster.check_georeferencing(ds, True) is False
+    no_transform = tmp_path / "crs_only.tif"
+    with rasterio.open(no_transform, "w", driver="GTiff", width=8, height=8, count=3,
+                       dtype="uint8", crs="EPSG:32631") as d:  # fmt: skip
+        d.write(noise_rgb(8, 8))
+    with raster.open_raster(no_transform) as ds, pytest.raises(InputError, match="geotransform"):
+        raster.check_georeferencing(ds, False)
     rotated = write_geotiff(
         tmp_path / "rot.tif", noise_rgb(8, 8), transform=Affine(2, 0.5, 0, 0.5, -2, 0)
     )
@@ -237,11 +243,11 @@ def test_gtiff_options_user_values_win():
 def test_corruption_watch_turns_gdal_warnings_into_input_errors():
     import logging
 
+    gdal = logging.getLogger("rasterio._err")
     with raster.watch_corruption() as watch:
-        logging.getLogger("rasterio._err").warning(
-            "CPLE_AppDefined:JPEGLib:Corrupt JPEG data: premature end of data segment"
-        )
-        logging.getLogger("rasterio._err").warning("an unrelated warning")
+        gdal.warning("CPLE_AppDefined:TIFFReadDirectory:Unknown field with tag 33550 encountered")
+        watch.check("x.tif")  # benign tag warnings are not corruption
+        gdal.warning("CPLE_AppDefined:JPEGLib:Corrupt JPEG data: premature end of data segment")
         with pytest.raises(InputError, match="Corrupt JPEG data.*truncated or corrupt"):
             watch.check("x.tif")
 
