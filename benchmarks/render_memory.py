@@ -34,7 +34,7 @@ from geomap_gan.render import RenderOptions, render
 if {threads}:
     torch.set_num_threads({threads})
 model = random_model({ngf})
-options = RenderOptions(overlap={overlap}, batch_size={batch}, overwrite=True)
+options = RenderOptions(overlap={overlap}, batch_size={batch}, overwrite=True, compile={compile})
 result = render({scene!r}, {out!r}, model, options)
 print(json.dumps(dict(seconds=result.seconds, windows=result.windows, mp=result.megapixels)))
 """
@@ -59,10 +59,17 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--overlap", type=int, default=32)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument(
+        "--compile", choices=["auto", "on", "off"], default="off",
+        help="torch.compile in both renders (auto: the engine decides per scene size, so the two "
+        "sizes run different code paths); its one-time memory cost is not per scene",
+    )  # fmt: skip
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "geomap-gan-bench")
     args = ap.parse_args()
 
     print(describe())
+    print(f"settings: ngf={args.ngf}, batch {args.batch_size}, overlap {args.overlap}, "
+          f"compile {args.compile}, threads {args.threads or 'default'}")  # fmt: skip
     gsd = ModelCard(ngf=args.ngf).gsd
     peaks = {}
     for size in args.sizes:
@@ -71,6 +78,7 @@ def main() -> None:
         made = time.perf_counter() - t0
         out = args.work / f"memory_out_{size}.tif"
         code = CHILD.format(bench=str(Path(__file__).resolve().parent), threads=args.threads,
+                            compile={"auto": None, "on": True, "off": False}[args.compile],
                             ngf=args.ngf, overlap=args.overlap, batch=args.batch_size,
                             scene=str(scene), out=str(out))  # fmt: skip
         peak, info = peak_rss_of_child(code)
