@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -111,6 +112,9 @@ def save_model(model: MapModel, path: str | Path, half: bool = True) -> Path:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata={"format": FORMAT, CARD_KEY: model.card.to_json()})
+    mask = os.umask(0o022)  # safetensors writes 0600; give the file the usual permissions
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
     tmp.replace(path)
     return path
 

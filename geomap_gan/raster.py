@@ -477,6 +477,13 @@ def check_output(src: str | Path, dst: str | Path, overwrite: bool) -> Path:
 
 
 @contextlib.contextmanager
+def current_umask() -> int:
+    """The process umask (reading it means setting it; restored at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_output(dst: Path) -> Iterator[Path]:
     """Yield a temporary path in ``dst``'s folder; on success it replaces ``dst`` (os.replace),
     on any exception (including cancel and Ctrl-C) it is removed, so no partial ``dst`` exists."""
@@ -488,6 +495,7 @@ def atomic_output(dst: Path) -> Iterator[Path]:
         ) from exc
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~current_umask())  # mkstemp's 0600 would survive the rename
     try:
         yield tmp_path
         os.replace(tmp_path, dst)

@@ -475,3 +475,17 @@ def test_default_model_shows_no_seams(tmp_path, geotiff_dir):
             borders = sorted({b - 1 for s in starts for b in (s, s + plan.tile) if 0 < b < n})
             ratio = steps[borders].mean() / np.delete(steps, borders).mean()
             assert (ratio > 1.5) if seams else (ratio <= 1.05), (overlap, axis, ratio)
+
+
+def test_output_gets_the_usual_file_permissions(tmp_path: Path) -> None:
+    """The temporary file is made with mode 0600; the finished output must follow the umask."""
+    import stat
+
+    src = write_geotiff(tmp_path / "in.tif", noise_rgb(40, 40))
+    dst = tmp_path / "out.tif"
+    old = os.umask(0o022)
+    try:
+        render(src, dst, identity_model(), RenderOptions(overlap=8))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(dst.stat().st_mode) == 0o644
