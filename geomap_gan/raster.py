@@ -476,7 +476,6 @@ def check_output(src: str | Path, dst: str | Path, overwrite: bool) -> Path:
     return dst_path
 
 
-@contextlib.contextmanager
 def current_umask() -> int:
     """The process umask (reading it means setting it; restored at once)."""
     mask = os.umask(0o022)
@@ -484,6 +483,7 @@ def current_umask() -> int:
     return mask
 
 
+@contextlib.contextmanager
 def atomic_output(dst: Path) -> Iterator[Path]:
     """Yield a temporary path in ``dst``'s folder; on success it replaces ``dst`` (os.replace),
     on any exception (including cancel and Ctrl-C) it is removed, so no partial ``dst`` exists."""
