@@ -1,7 +1,8 @@
 """geomap-gan: georeferenced satellite/aerial imagery to map-style rasters with pix2pix.
 
 Public API (imported lazily so ``import geomap_gan`` and ``geomap-gan --help`` stay instant):
-``render``, ``RenderOptions``, ``load_model``, ``train``, ``TrainConfig``, ``evaluate``.
+``render``, ``RenderOptions``, ``load_model``, ``train``, ``TrainConfig``, ``evaluate``, and the
+scale-out and download entry points.
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 _LAZY = {
     "render": "geomap_gan.render",
     "RenderOptions": "geomap_gan.render",
+    "RenderResult": "geomap_gan.render",
+    "plan_render": "geomap_gan.render",
+    "render_many": "geomap_gan.distributed",
+    "render_strips": "geomap_gan.distributed",
+    "download_maps": "geomap_gan.download",
     "load_model": "geomap_gan.modelfile",
     "save_model": "geomap_gan.modelfile",
     "MapModel": "geomap_gan.modelfile",
