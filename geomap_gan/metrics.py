@@ -96,16 +96,21 @@ class MetricAccumulator:
 
 @torch.no_grad()
 def generate_uint8(
-    generator: torch.nn.Module, inputs: torch.Tensor, device: torch.device, amp: bool
+    generator: torch.nn.Module, images: np.ndarray, device: torch.device, amp: bool
 ) -> np.ndarray:
-    """Run the generator on a float batch in [-1, 1]; (N, H, W, 3) uint8 out."""
-    from .data import to_uint8
+    """Run the generator on (N, H, W, 3) uint8 images; (N, H, W, 3) uint8 maps out."""
+    from .data import to_model_range, to_uint8
     from .device import autocast
 
-    x = inputs.to(device).contiguous(memory_format=torch.channels_last)
+    x = to_model_range(torch.from_numpy(images).permute(0, 3, 1, 2)).to(device)
     with autocast(device, amp):
-        y = generator(x)
+        y = generator(x.contiguous(memory_format=torch.channels_last))
     return to_uint8(y).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _sides(direction: str) -> tuple[int, int]:
+    """Indexes of the (input, target) halves in a pair array for a direction."""
+    return (0, 1) if direction == "AtoB" else (1, 0)
 
 
 def sample_grid(inputs: np.ndarray, fakes: np.ndarray, reals: np.ndarray) -> np.ndarray:
@@ -125,10 +130,9 @@ def save_sample_grid(
     """Write a PNG of (N, 2, H, W, 3) uint8 pairs as rows of input | generated (eval mode) | real."""
     from PIL import Image
 
-    src, dst = (0, 1) if direction == "AtoB" else (1, 0)
-    inputs = torch.from_numpy(pairs[:, src]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    src, dst = _sides(direction)
     generator.eval()
-    fakes = generate_uint8(generator, inputs, torch.device(device), amp)
+    fakes = generate_uint8(generator, pairs[:, src], torch.device(device), amp)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(sample_grid(pairs[:, src], fakes, pairs[:, dst])).save(path)
@@ -144,19 +148,14 @@ def evaluate_arrays(
     amp: bool = True,
 ) -> dict[str, float]:
     """Metrics of a generator (switched to eval mode) on (N, 2, H, W, 3) uint8 pairs."""
-    from .data import MapsDataset, to_uint8
-
     device = torch.device(device)
     was_training = generator.training
     generator.eval()
-    ds = MapsDataset(pairs, train=False, direction=direction)  # type: ignore[arg-type]
+    src, dst = _sides(direction)
     acc = MetricAccumulator()
-    for start in range(0, len(ds), batch_size):
-        batch = [ds[i] for i in range(start, min(start + batch_size, len(ds)))]
-        inputs = torch.stack([a for a, _ in batch])
-        targets = torch.stack([b for _, b in batch])
-        real = to_uint8(targets).permute(0, 2, 3, 1).numpy()
-        acc.update(generate_uint8(generator, inputs, device, amp), real)
+    for start in range(0, len(pairs), batch_size):
+        batch = pairs[start : start + batch_size]
+        acc.update(generate_uint8(generator, batch[:, src], device, amp), batch[:, dst])
     generator.train(was_training)
     return acc.result()
 

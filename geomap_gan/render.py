@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .blend import StripAccumulator, window_weights
+from .data import to_model_range
 from .errors import InputError, RenderCancelled
 from .modelfile import MapModel, ModelCard, load_model
 from .raster import one_line
@@ -241,7 +242,7 @@ class _Generator:
         from .device import autocast
 
         x = torch.from_numpy(tiles).to(self.device, non_blocking=True)
-        x = x.contiguous(memory_format=torch.channels_last).float().mul_(1 / 127.5).sub_(1.0)
+        x = to_model_range(x.contiguous(memory_format=torch.channels_last))
         with autocast(self.device, self.amp):
             y = self._forward(x)
         y = y.float().clamp_(-1.0, 1.0).add_(1.0).mul_(127.5).mul_(self.weights)
