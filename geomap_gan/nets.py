@@ -9,6 +9,7 @@ Tensors are (B, C, H, W) in [-1, 1].
 
 from __future__ import annotations
 
+import copy
 from typing import Literal
 
 import torch
@@ -157,6 +158,42 @@ def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
 
     net.apply(init)
     return net
+
+
+def fuse_batchnorm(net: nn.Module) -> nn.Module:
+    """An inference copy of ``net`` (eval mode) with each BatchNorm folded into the convolution
+    just before it; ``net`` itself is not changed.
+
+    Why: in eval mode BatchNorm is a per-channel affine map, so folding it into the conv weights
+    gives the same output up to float rounding and saves one pass over every activation (about
+    5-10% of the U-Net's CPU time in eager mode).
+    """
+    fused = copy.deepcopy(net).eval()
+    _fuse_children(fused)
+    return fused
+
+
+def _fuse_children(module: nn.Module) -> None:
+    for name, child in module.named_children():
+        if isinstance(child, nn.Sequential):
+            setattr(module, name, nn.Sequential(*_fused_layers(child)))
+        else:
+            _fuse_children(child)
+
+
+def _fused_layers(seq: nn.Sequential) -> list[nn.Module]:
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    out: list[nn.Module] = []
+    for layer in seq:
+        prev = out[-1] if out else None
+        if isinstance(layer, nn.BatchNorm2d) and isinstance(prev, (nn.Conv2d, nn.ConvTranspose2d)):
+            transpose = isinstance(prev, nn.ConvTranspose2d)
+            out[-1] = fuse_conv_bn_eval(prev, layer, transpose=transpose)
+        else:
+            _fuse_children(layer)
+            out.append(layer)
+    return out
 
 
 def receptive_field(net: PatchDiscriminator) -> int:

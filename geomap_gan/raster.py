@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import rasterio
@@ -378,6 +378,61 @@ def watch_corruption() -> Iterator[CorruptionWatch]:
 
 
 # ---- reading the render grid ---------------------------------------------------------------------
+class _RowCache:
+    """Raster rows read in block-aligned bands and kept while later regions still need them.
+
+    Why: GDAL decodes block-aligned reads about 3x faster than the same pixels asked for as
+    overlapping, unaligned 256-row regions (measured on a 4096^2 DEFLATE RGB scene: 0.12 s
+    against 0.37 s), and each raster row is then decoded once however much windows overlap.
+    Fast when regions come in non-decreasing row order over the same columns (the engine reads
+    window row by window row); anything else just starts a new band. Memory: about (region
+    height + block height) rows of the region's columns.
+    """
+
+    ALIGN_MAX = 1024  # blocks larger than this (e.g. whole-width strips) are not aligned to
+
+    def __init__(self, read: Any, width: int, height: int, block: tuple[int, int]) -> None:
+        self._read = read  # Window -> (bands, valid), in-raster windows only
+        self.width, self.height = width, height
+        self.block_h = block[0] if block[0] <= self.ALIGN_MAX else 1
+        self.block_w = block[1] if block[1] <= self.ALIGN_MAX else 1
+        self._cols = (0, 0)
+        self._top = self._bottom = 0
+        self._data: np.ndarray | None = None
+        self._valid: np.ndarray | None = None
+
+    def get(self, span: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Bands and validity of the in-raster window ``span`` (read-only views)."""
+        x0, y0 = int(span.col_off), int(span.row_off)
+        x1, y1 = x0 + int(span.width), y0 + int(span.height)
+        c0, c1 = self._cols
+        if self._data is None or x0 < c0 or x1 > c1 or y0 < self._top:
+            bw = self.block_w
+            self._cols = (x0 // bw * bw, min(-(-x1 // bw) * bw, self.width))
+            self._data = None
+        if self._data is None or y1 > self._bottom:
+            self._extend(y0, y1)
+        assert self._data is not None and self._valid is not None
+        r, c = y0 - self._top, x0 - self._cols[0]
+        return self._data[:, r : r + y1 - y0, c : c + x1 - x0], self._valid[r : r + y1 - y0, c : c + x1 - x0]
+
+    def _extend(self, y0: int, y1: int) -> None:
+        """Read whole block rows down to ``y1``, dropping the rows above ``y0``."""
+        bh = self.block_h
+        start = y0 // bh * bh if self._data is None else max(self._bottom, y0 // bh * bh)
+        stop = min(-(-y1 // bh) * bh, self.height)
+        c0, c1 = self._cols
+        data, valid = self._read(Window(c0, start, c1 - c0, stop - start))
+        keep = max(y0, self._top)
+        if self._data is not None and start == self._bottom and keep < self._bottom:
+            k = keep - self._top
+            data = np.concatenate([self._data[:, k:], data], axis=1)
+            valid = np.concatenate([self._valid[k:], valid], axis=0)  # type: ignore[index]
+            start = keep
+        self._data, self._valid = data, valid
+        self._top, self._bottom = start, stop
+
+
 class RegionReader:
     """Reads regions of the render grid as 8-bit RGB plus a validity mask; parts of a region
     outside the raster are filled by mirror reflection about the raster edge and are not valid."""
@@ -399,6 +454,7 @@ class RegionReader:
         alpha = alpha_band(ds)
         self.alpha = alpha if alpha is not None and alpha not in self.bands else None
         self.floating = np.dtype(ds.dtypes[self.bands[0] - 1]).kind == "f"
+        self._rows = _RowCache(self._read, ds.width, ds.height, ds.block_shapes[0])
 
     def _read(self, window: Window, data: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
         """Bands (when ``data``) and validity of an in-raster window, in as few GDAL reads as
@@ -429,22 +485,19 @@ class RegionReader:
         """(3, height, width) uint8 and (height, width) bool for pixels [x, x+width) x
         [y, y+height) of the grid (may extend beyond the raster)."""
         W, H = self.ds.width, self.ds.height
-        cols = np.arange(x, x + width)
-        rows = np.arange(y, y + height)
-        ix, iy = reflect_index(cols, W), reflect_index(rows, H)
-        x0, y0 = int(ix.min()), int(iy.min())
-        span = Window(x0, y0, int(ix.max()) - x0 + 1, int(iy.max()) - y0 + 1)
-        inside = x >= 0 and y >= 0 and x + width <= W and y + height <= H  # no reflection
-        try:
-            data, valid = self._read(span)
-        except RasterioError as exc:
-            raise corrupt_input(self.name, exc) from exc
-        if self.watch is not None:
-            self.watch.check(self.name)
-        if self.floating:
-            valid &= np.isfinite(data).all(axis=0)
-        if not inside:
-            sel = np.ix_(iy - y0, ix - x0)
+        x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + width, W), min(y + height, H)
+        pads = ((y0 - y, y + height - y1), (x0 - x, x + width - x1))
+        if x1 - x0 > max(pads[1]) and y1 - y0 > max(pads[0]):  # one mirror image is enough
+            data, valid = self._get(Window(x0, y0, x1 - x0, y1 - y0))
+            if any(pads[0] + pads[1]):
+                data = np.pad(data, ((0, 0), *pads), mode="reflect")
+                valid = np.pad(valid, pads)  # False outside the raster
+        else:  # tiny rasters: mirror as often as needed
+            cols, rows = np.arange(x, x + width), np.arange(y, y + height)
+            ix, iy = reflect_index(cols, W), reflect_index(rows, H)
+            sx, sy = int(ix.min()), int(iy.min())
+            data, valid = self._get(Window(sx, sy, int(ix.max()) - sx + 1, int(iy.max()) - sy + 1))
+            sel = np.ix_(iy - sy, ix - sx)
             data, valid = data[(slice(None), *sel)], valid[sel]
             valid &= ((rows >= 0) & (rows < H))[:, None] & ((cols >= 0) & (cols < W))[None, :]
         if self.stretch is not None:
@@ -454,6 +507,18 @@ class RegionReader:
         else:
             rgb = np.ascontiguousarray(data)
         return rgb, valid
+
+    def _get(self, span: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Bands and validity of an in-raster window through the row cache (read-only views)."""
+        try:
+            data, valid = self._rows.get(span)
+        except RasterioError as exc:
+            raise corrupt_input(self.name, exc) from exc
+        if self.watch is not None:
+            self.watch.check(self.name)
+        if self.floating:
+            valid = valid & np.isfinite(data).all(axis=0)
+        return data, valid
 
 
 # ---- output --------------------------------------------------------------------------------------

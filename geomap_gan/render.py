@@ -208,8 +208,10 @@ class _Generator:
         compile: bool = False,
     ) -> None:
         from .device import bf16_supported
+        from .nets import fuse_batchnorm
 
-        self.eager = model.generator.to(device, memory_format=torch.channels_last).eval()
+        fused = fuse_batchnorm(model.generator.eval())
+        self.eager = fused.to(device, memory_format=torch.channels_last)
         self.net: Callable[[torch.Tensor], torch.Tensor] = self.eager
         self.device = device
         self.amp = amp and bf16_supported(device)
@@ -317,37 +319,34 @@ def _read_windows(
     rows: range,
     cols: range,
     aoi: AoiFilter | None,
-    chunk: int,
     out: queue.Queue,
     stop: threading.Event,
 ) -> None:
     """Reader thread: the windows of grid rows ``rows`` and columns ``cols`` in row-major order,
-    each as a tile or a skip marker. Consecutive windows of a row are read as one region (fewer,
-    larger GDAL reads)."""
+    each as a tile or a skip marker. The wanted windows of a row are read as one region (one
+    GDAL read per window row; the tiles are views into it)."""
     size = tiles.tile
     busy = 0.0
     for r in rows:
         y = tiles.ys[r]
         row = [TileWindow(tiles.xs[c], y, size, r, c) for c in cols]
-        for start in range(0, len(row), chunk):
-            part = row[start : start + chunk]
-            wanted = [aoi is None or aoi.touches(w, tiles.width, tiles.height) for w in part]
-            region = None
-            if any(wanted):
-                first = part[wanted.index(True)]
-                last = part[len(wanted) - 1 - wanted[::-1].index(True)]
-                t0 = time.thread_time()
-                region = (first.x, reader.read(first.x, y, last.x + size - first.x, size))
-                busy += time.thread_time() - t0
-            for w, want in zip(part, wanted, strict=True):
-                item = _Item(w)
-                if want and region is not None:
-                    x0, (rgb, valid) = region
-                    v = valid[:, w.x - x0 : w.x - x0 + size]
-                    if v.any():
-                        item = _Item(w, rgb[:, :, w.x - x0 : w.x - x0 + size], v)
-                if not _put(out, item, stop):
-                    return
+        wanted = [aoi is None or aoi.touches(w, tiles.width, tiles.height) for w in row]
+        region = None
+        if any(wanted):
+            first = row[wanted.index(True)]
+            last = row[len(wanted) - 1 - wanted[::-1].index(True)]
+            t0 = time.thread_time()
+            region = (first.x, reader.read(first.x, y, last.x + size - first.x, size))
+            busy += time.thread_time() - t0
+        for w, want in zip(row, wanted, strict=True):
+            item = _Item(w)
+            if want and region is not None:
+                x0, (rgb, valid) = region
+                v = valid[:, w.x - x0 : w.x - x0 + size]
+                if v.any():
+                    item = _Item(w, rgb[:, :, w.x - x0 : w.x - x0 + size], v)
+            if not _put(out, item, stop):
+                return
     log.debug("reader thread: reading %.1f s CPU", busy)
     _put(out, _END, stop)
 
@@ -423,7 +422,7 @@ def _run_tiles(
     items: queue.Queue = queue.Queue(maxsize=options.batch_size * max(1, options.prefetch))
     strips: queue.Queue = queue.Queue(maxsize=2)
     read_thread = _Worker(
-        lambda: _read_windows(reader, tiles, rows, cols, aoi, options.batch_size, items, stop),
+        lambda: _read_windows(reader, tiles, rows, cols, aoi, items, stop),
         "reader",
     )
     write_thread = _Worker(lambda: _write_strips(writer, strips, stop), "writer")
@@ -436,6 +435,8 @@ def _run_tiles(
         t0 = time.perf_counter()
         out = model(np.stack([it.tile for it in real])) if real else None
         t1 = time.perf_counter()
+        if done == 0:
+            log.debug("first batch (includes any compiling): %.2f s", t1 - t0)
         clock["model"] += t1 - t0
         k = 0
         for it in pending:

@@ -9,6 +9,7 @@ from geomap_gan.nets import (
     PatchDiscriminator,
     UnetGenerator,
     count_parameters,
+    fuse_batchnorm,
     init_weights,
     receptive_field,
 )
@@ -68,3 +69,22 @@ def test_batchnorm_layers_have_no_conv_bias_before_them() -> None:
     g = UnetGenerator(ngf=4)
     inner = [m for m in g.modules() if isinstance(m, torch.nn.Conv2d)][1:]
     assert all(m.bias is None for m in inner)
+
+
+def test_fuse_batchnorm_keeps_eval_output_and_leaves_the_original() -> None:
+    torch.manual_seed(0)
+    net = init_weights(UnetGenerator(ngf=8, num_downs=6))
+    net.train()
+    with torch.no_grad():  # give the running statistics non-trivial values
+        for _ in range(3):
+            net(torch.randn(4, 3, 64, 64))
+    net.eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = net(x)
+        fused = fuse_batchnorm(net)
+        got, again = fused(x), net(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()) == 9
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert torch.equal(again, expected)  # the original is untouched

@@ -160,6 +160,37 @@ def test_region_reader_reflects_outside_and_marks_it_invalid(tmp_path):
     assert valid[3:23, 5:35].all() and valid.sum() == 20 * 30
 
 
+def test_region_reader_mirrors_tiny_rasters_as_often_as_needed(tmp_path):
+    data = noise_rgb(6, 5)
+    path = write_geotiff(tmp_path / "tiny.tif", data)
+    with raster.open_raster(path) as ds:
+        rgb, valid = raster.RegionReader(ds, (1, 2, 3), None, "tiny").read(-8, -9, 21, 24)
+    expected = np.pad(data, ((0, 0), (9, 9), (8, 8)), mode="reflect")
+    np.testing.assert_array_equal(rgb, expected)
+    assert valid[9:15, 8:13].all() and valid.sum() == 30
+
+
+def test_region_reader_row_cache_matches_direct_reads_in_any_order(tmp_path):
+    """Regions read through the block-aligned row cache (window rows top to bottom, then
+    other columns, then back up) equal the reflected raster, nodata included."""
+    data = noise_rgb(70, 90)
+    data[:, 30:34, 50:] = 0
+    path = write_geotiff(
+        tmp_path / "tiled.tif", data, nodata=0, tiled=True, blockxsize=16, blockysize=16
+    )
+    padded = np.pad(data, ((0, 0), (8, 8), (8, 8)), mode="reflect")
+    nodata = np.pad((data == 0).all(axis=0), 8, constant_values=True)
+    regions = [(-8, y, 106, 32) for y in range(-8, 62, 24)]  # overlapping window rows
+    regions += [(40, 20, 20, 32), (-8, 0, 30, 20), (10, -8, 32, 78)]
+    with raster.open_raster(path) as ds:
+        reader = raster.RegionReader(ds, (1, 2, 3), None, "tiled.tif")
+        for x, y, w, h in regions:
+            rgb, valid = reader.read(x, y, w, h)
+            rows, cols = slice(y + 8, y + 8 + h), slice(x + 8, x + 8 + w)
+            np.testing.assert_array_equal(rgb, padded[:, rows, cols])
+            np.testing.assert_array_equal(valid, ~nodata[rows, cols])
+
+
 def test_region_reader_honours_nodata_alpha_and_masks(tmp_path):
     data = noise_rgb(16, 16)
     data[:, :, :4] = 0  # first four columns
