@@ -76,7 +76,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--size", type=int, default=8192, help="scene side, pixels (>= 8000)")
     ap.add_argument("--ngf", type=int, default=32)
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=0, help="0: the engine's choice")
     ap.add_argument("--overlap", type=int, default=32)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--no-amp", action="store_true")

@@ -295,29 +295,39 @@ def _parse_creation_options(items: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def _tqdm_render_progress(quiet: bool, megapixels: float) -> Callable[[int, int], None] | None:
-    """A tqdm bar over windows with the input megapixels per second as postfix."""
-    if quiet:
-        return None
-    import time
+class _RenderBar:
+    """A tqdm bar over windows with the input megapixels per second as postfix, for
+    ``render(progress=...)``. Use as a context manager: a render that fails or is interrupted
+    clears its bar, so that the error message stands alone on its line."""
 
-    from tqdm import tqdm
+    def __init__(self, quiet: bool, megapixels: float) -> None:
+        self.quiet, self.megapixels = quiet, megapixels
+        self.bar: Any = None
+        self.t0 = 0.0
 
-    bar: dict[str, Any] = {}
+    def __call__(self, done: int, total: int) -> None:
+        import time
 
-    def progress(done: int, total: int) -> None:
-        if "tqdm" not in bar:
-            bar["tqdm"] = tqdm(total=total, desc="render", unit="win", dynamic_ncols=True)
-            bar["t0"] = time.perf_counter()
-        t = bar["tqdm"]
-        t.update(done - t.n)
-        elapsed = time.perf_counter() - bar["t0"]
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc="render", unit="win", dynamic_ncols=True)
+            self.t0 = time.perf_counter()
+        self.bar.update(done - self.bar.n)
+        elapsed = time.perf_counter() - self.t0
         if elapsed > 0 and total:
-            t.set_postfix_str(f"{megapixels * done / total / elapsed:.2f} MP/s", refresh=False)
+            rate = self.megapixels * done / total / elapsed
+            self.bar.set_postfix_str(f"{rate:.2f} MP/s", refresh=False)
         if done >= total:
-            t.close()
+            self.bar.close()
 
-    return progress
+    def __enter__(self) -> _RenderBar | None:
+        return None if self.quiet else self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None and exc[0] is not None:
+            self.bar.leave = False  # closing erases the unfinished bar
+            self.bar.close()
 
 
 def render_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -334,7 +344,8 @@ _RENDER_OPTIONS = [
                   help="Model file (default: the bundled model)."),
     click.option("--overlap", default=32, show_default=True,
                   help="Overlap of neighbouring windows, pixels of the model grid."),
-    click.option("--batch-size", default=8, show_default=True, help="Windows per forward pass."),
+    click.option("--batch-size", default=0, show_default=True,
+                  help="Windows per forward pass; 0: 4 on CPU, 16 on a CUDA GPU."),
     click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
                   show_default=True),
     click.option("--amp/--no-amp", default=True, show_default=True,
@@ -426,9 +437,8 @@ def render(
         return
     mapmodel = load_model(model, resolve_device(options.device))
     plan = plan_render(src, mapmodel, options)  # fails fast on bad input, sizes the progress bar
-    result = run_render(
-        src, dst, mapmodel, options, progress=_tqdm_render_progress(quiet, plan.megapixels)
-    )
+    with _RenderBar(quiet, plan.megapixels) as progress:
+        result = run_render(src, dst, mapmodel, options, progress=progress)
     if as_json:
         data = dataclasses.asdict(result)
         data["path"] = str(result.path)

@@ -414,7 +414,9 @@ class _RowCache:
             self._extend(y0, y1)
         assert self._data is not None and self._valid is not None
         r, c = y0 - self._top, x0 - self._cols[0]
-        return self._data[:, r : r + y1 - y0, c : c + x1 - x0], self._valid[r : r + y1 - y0, c : c + x1 - x0]
+        return self._data[:, r : r + y1 - y0, c : c + x1 - x0], self._valid[
+            r : r + y1 - y0, c : c + x1 - x0
+        ]
 
     def _extend(self, y0: int, y1: int) -> None:
         """Read whole block rows down to ``y1``, dropping the rows above ``y0``."""

@@ -94,13 +94,19 @@ def _bad_cases(tmp_path: Path, scene: Path) -> dict[str, tuple[list[str], str]]:
     }
 
 
+def _visible_lines(text: str) -> list[str]:
+    """Lines as a terminal shows them: a carriage return rewrites its line (progress bars)."""
+    shown = (line.rsplit("\r", 1)[-1].rstrip() for line in text.split("\n"))
+    return [line for line in shown if line]
+
+
 def test_bad_inputs_are_one_line_errors_with_exit_code_2(run, scene, tmp_path):
     before = {p.name for p in tmp_path.iterdir()}
     for name, (args, message) in _bad_cases(tmp_path, scene).items():
         before |= {p.name for p in tmp_path.iterdir()}
         result = run(*args)
         assert result.exit_code == 2, (name, result.output)
-        lines = result.stderr.strip().splitlines()
+        lines = _visible_lines(result.stderr)  # a progress bar that started is erased
         assert len(lines) == 1 and lines[0].startswith("Error: "), (name, result.stderr)
         assert message in lines[0], (name, lines[0])
         assert "Traceback" not in result.output

@@ -50,7 +50,7 @@ ICON = Path(__file__).resolve().parent / "icon.png"
 # Defaults mirror geomap_gan.render.RenderOptions (and so the CLI); they are literals here so that
 # QGIS can build the dialog without importing torch. tests/test_qgis_plugin.py checks they agree.
 DEFAULT_OVERLAP = 32  # pixels of the model grid
-DEFAULT_BATCH_SIZE = 8  # windows per forward pass
+DEFAULT_BATCH_SIZE = 0  # windows per forward pass; 0: the engine's choice for the device
 DEVICES = ("auto", "cpu", "cuda")
 OUTPUT_RESOLUTIONS = ("model", "native")
 FORMATS = ("GTiff", "COG")
@@ -246,10 +246,10 @@ class RenderAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(
             QgsProcessingParameterNumber(
                 self.BATCH_SIZE,
-                "Batch size (tiles per forward pass)",
+                "Batch size (tiles per forward pass; 0: automatic)",
                 type=QgsProcessingParameterNumber.Integer,
                 defaultValue=DEFAULT_BATCH_SIZE,
-                minValue=1,
+                minValue=0,
             )
         )
         self.addParameter(self._enum(self.DEVICE, "Device: auto, cpu or cuda", DEVICES, DEVICES[0]))
