@@ -375,10 +375,8 @@ _RENDER_OPTIONS = [
     click.option("--threads", default=0, show_default=True,
                   help="torch CPU threads (0: torch's default, one per core)."),
     click.option("--compile/--no-compile", default=None,
-                  help="Run the generator compiled ahead of time (about 1.7x faster per window on "
-                  "CPU); the first time costs 10-20 s, then it is cached per model and machine "
-                  "in ~/.cache/geomap-gan [default: when cached, or to build on CPU for scenes "
-                  "of 2000+ windows]."),
+                  help="torch.compile the generator: about 30% faster per window after 20-40 s "
+                  "of compiling [default: on CPU for scenes of 2000+ windows]."),
 ]
 # fmt: on
 
