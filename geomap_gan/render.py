@@ -42,8 +42,9 @@ Progress = Callable[[int, int], None]
 Cancel = Callable[[], bool]
 _END = object()  # end-of-stream marker in the queues
 _POLL_S = 0.1  # seconds between checks of the stop flag while a queue is full or empty
-# torch.compile costs 20-40 s on a 2-core CPU and saves about 30% per window: worth it from
-# about this many windows (100 MP at the default tile and overlap).
+# torch.compile with frozen weights costs 4-5 s per process on the 2-core CPU (imports included,
+# inductor's on-disk kernel cache warm; 10-15 s the first time) and saves about 2.5 ms of the
+# engine's 7.5 ms per window: worth it from about this many windows (100 MP at the defaults).
 COMPILE_MIN_WINDOWS = 2000
 # Windows per forward pass when RenderOptions.batch_size is 0. On CPU, batch 4 ran the compiled
 # ngf=32 U-Net at 3.5 ms/window against 4.3 at batch 8 (same process, interleaved) and eager at
