@@ -82,7 +82,7 @@ class RenderOptions:
     percentiles: tuple[float, float] = (2.0, 98.0)
     max_upscale: float = 16.0  # refuse to enlarge a scene more than this to reach the model GSD
     prefetch: int = 3  # batches read ahead of the model
-    gdal_cache_mb: int = 64  # GDAL block cache while rendering (bounds reader/writer memory)
+    gdal_cache_mb: int = 16  # GDAL block cache: reads are block-aligned, so a small one does
     row_range: tuple[int, int] | None = None  # render-grid rows [start, stop) only (strips)
     compile: bool | None = None  # torch.compile; None: on CPU for scenes of COMPILE_MIN_WINDOWS+
     panel_width: int = 4096  # render-grid columns per pass (bounds memory on wide scenes; 0: all)

@@ -489,3 +489,24 @@ def test_output_gets_the_usual_file_permissions(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert stat.S_IMODE(dst.stat().st_mode) == 0o644
+
+
+def test_batch_size_zero_means_the_device_default(tmp_path, monkeypatch):
+    from geomap_gan import render as engine
+
+    seen: list[int] = []
+    real = engine._Generator
+
+    def recording(model, device, amp, weights, batch_size, *args):
+        seen.append(batch_size)
+        return real(model, device, amp, weights, batch_size, *args)
+
+    monkeypatch.setattr(engine, "_Generator", recording)
+    data = noise_rgb(40, 50)
+    src = write_geotiff(tmp_path / "in.tif", data)
+    render(src, tmp_path / "out.tif", identity_model(), opts(batch_size=0))
+    assert seen == [engine.AUTO_BATCH["cpu"]]
+    with rasterio.open(tmp_path / "out.tif") as o:
+        np.testing.assert_array_equal(o.read(), data)
+    with pytest.raises(InputError, match="batch-size"):
+        render(src, tmp_path / "bad.tif", identity_model(), opts(batch_size=-1))
