@@ -15,10 +15,10 @@ import os
 import tempfile
 import uuid
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import rasterio
@@ -391,8 +391,14 @@ class _RowCache:
 
     ALIGN_MAX = 1024  # blocks larger than this (e.g. whole-width strips) are not aligned to
 
-    def __init__(self, read: Any, width: int, height: int, block: tuple[int, int]) -> None:
-        self._read = read  # Window -> (bands, valid), in-raster windows only
+    def __init__(
+        self,
+        read: Callable[[Window], tuple[np.ndarray, np.ndarray]],
+        width: int,
+        height: int,
+        block: tuple[int, int],
+    ) -> None:
+        self._read = read  # (bands, valid) of an in-raster window
         self.width, self.height = width, height
         self.block_h = block[0] if block[0] <= self.ALIGN_MAX else 1
         self.block_w = block[1] if block[1] <= self.ALIGN_MAX else 1
@@ -413,10 +419,9 @@ class _RowCache:
         if self._data is None or y1 > self._bottom:
             self._extend(y0, y1)
         assert self._data is not None and self._valid is not None
-        r, c = y0 - self._top, x0 - self._cols[0]
-        return self._data[:, r : r + y1 - y0, c : c + x1 - x0], self._valid[
-            r : r + y1 - y0, c : c + x1 - x0
-        ]
+        rows = slice(y0 - self._top, y1 - self._top)
+        cols = slice(x0 - self._cols[0], x1 - self._cols[0])
+        return self._data[:, rows, cols], self._valid[rows, cols]
 
     def _extend(self, y0: int, y1: int) -> None:
         """Read whole block rows down to ``y1``, dropping the rows above ``y0``."""
