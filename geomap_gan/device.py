@@ -52,6 +52,33 @@ def cpu_has_native_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
+@functools.lru_cache(maxsize=1)
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed blocks for reuse instead of returning them to the OS.
+
+    Why: every forward pass allocates its activations afresh; with glibc's defaults the larger
+    ones are mmap-ed and unmapped each time, so each pass page-faults them in again (11% of the
+    CPU in ``perf``). Keeping them ran the ngf=32 U-Net 7% faster eager and 15% faster compiled
+    on the project's CPU. One malloc arena, so that the reader and writer threads do not each
+    keep their own freed memory. Process-wide, and only where glibc is the C library.
+    """
+    import ctypes
+    import ctypes.util
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8  # <malloc.h>
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        settings = ((m_arena_max, 1), (m_mmap_threshold, 64 << 20), (m_trim_threshold, 512 << 20))
+        ok = all(libc.mallopt(param, value) for param, value in settings)
+    except (OSError, AttributeError):
+        return False
+    log.debug("malloc keeps freed memory for reuse: %s", ok)
+    return ok
+
+
 def bf16_supported(device: torch.device) -> bool:
     """Whether bf16 autocast is native, hence faster, on this device."""
     if device.type == "cuda":

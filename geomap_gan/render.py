@@ -616,7 +616,7 @@ def render(
     import rasterio
 
     from . import raster
-    from .device import resolve_device
+    from .device import keep_freed_memory, resolve_device
 
     options = options or RenderOptions()
     start = time.perf_counter()
@@ -625,6 +625,8 @@ def render(
     with env, raster.watch_corruption() as watch, contextlib.ExitStack() as stack:
         ds = stack.enter_context(raster.open_raster(src))
         device = resolve_device(options.device)
+        if device.type == "cpu":
+            keep_freed_memory()
         if options.batch_size == 0:
             options = replace(options, batch_size=AUTO_BATCH.get(device.type, 8))
         if options.threads:
