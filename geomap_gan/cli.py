@@ -375,8 +375,10 @@ _RENDER_OPTIONS = [
     click.option("--threads", default=0, show_default=True,
                   help="torch CPU threads (0: torch's default, one per core)."),
     click.option("--compile/--no-compile", default=None,
-                  help="torch.compile the generator: about 1.5x faster per window on CPU after "
-                  "4-15 s of compiling [default: on CPU for scenes of 2000+ windows]."),
+                  help="Run the generator compiled (about 1.7x faster per window on CPU): built "
+                  "ahead of time once per model and machine (10-20 s) and cached in "
+                  "~/.cache/geomap-gan [default: when cached, or to build on CPU for scenes of "
+                  "2000+ windows]."),
 ]
 # fmt: on
 

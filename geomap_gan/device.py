@@ -79,6 +79,25 @@ def keep_freed_memory() -> bool:
     return ok
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_signature() -> str:
+    """The CPU model and instruction-set flags (from /proc/cpuinfo; the platform's processor
+    string elsewhere): compiled kernels are only reused on a CPU with the same signature."""
+    import platform
+
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor()
+    wanted = ("model name", "flags")
+    found = {
+        k.strip(): v.strip()
+        for k, _, v in (ln.partition(":") for ln in lines)
+        if k.strip() in wanted
+    }
+    return " | ".join(found.get(k, "") for k in wanted)
+
+
 def bf16_supported(device: torch.device) -> bool:
     """Whether bf16 autocast is native, hence faster, on this device."""
     if device.type == "cuda":

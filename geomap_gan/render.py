@@ -42,9 +42,10 @@ Progress = Callable[[int, int], None]
 Cancel = Callable[[], bool]
 _END = object()  # end-of-stream marker in the queues
 _POLL_S = 0.1  # seconds between checks of the stop flag while a queue is full or empty
-# torch.compile with frozen weights costs 4-5 s per process on the 2-core CPU (imports included,
-# inductor's on-disk kernel cache warm; 10-15 s the first time) and saves about 2.5 ms of the
-# engine's 7.5 ms per window: worth it from about this many windows (100 MP at the defaults).
+# Building the compiled generator costs 10-20 s once per model and machine (aot.py caches it;
+# loading the package then takes about 0.8 s per process) and saves about 40% per window on
+# CPU: worth building from this many windows (100 MP at the defaults); a package already
+# cached is used for any scene.
 COMPILE_MIN_WINDOWS = 2000
 # Inductor settings while the compiled generator runs (patched around its calls, not set for the
 # whole process): frozen weights are constants, prepacked for oneDNN (the whole gain on CPU;
@@ -90,7 +91,7 @@ class RenderOptions:
     prefetch: int = 3  # batches read ahead of the model
     gdal_cache_mb: int = 16  # GDAL block cache: reads are block-aligned, so a small one does
     row_range: tuple[int, int] | None = None  # render-grid rows [start, stop) only (strips)
-    compile: bool | None = None  # torch.compile; None: on CPU for scenes of COMPILE_MIN_WINDOWS+
+    compile: bool | None = None  # compiled generator (aot.py); None: where it pays, see _Generator
     panel_width: int = 4096  # render-grid columns per pass (bounds memory on wide scenes; 0: all)
     threads: int = 0  # torch CPU threads (0: torch's default)
 
@@ -227,10 +228,12 @@ class _TileNet(torch.nn.Module):
 class _Generator:
     """The model on its device: uint8 tiles in, blend-weighted float tiles out.
 
-    BatchNorm is folded into the convolutions (eval mode). With ``compile``, the network goes
-    through torch.compile (inductor, weights frozen as constants, static shapes) and every batch
-    is padded to ``batch_size`` so it compiles once; if compiling fails (no C++ compiler,
-    unsupported platform), it falls back to eager mode.
+    BatchNorm is folded into the convolutions (eval mode). Compiled, the network runs as an
+    ahead-of-time compiled package from the cache of :mod:`geomap_gan.aot` (built on first use;
+    torch.compile where this torch has no AOTInductor), and every batch is padded to
+    ``batch_size`` (static shapes). Whatever fails in compiling falls back to eager mode.
+    ``compile``: True always, False never, None where it pays: a package is already cached, or
+    the scene has ``COMPILE_MIN_WINDOWS`` windows or more on a CPU.
     """
 
     def __init__(
@@ -240,7 +243,8 @@ class _Generator:
         amp: bool,
         weights: np.ndarray,
         batch_size: int,
-        compile: bool = False,
+        compile: bool | None = False,
+        windows: int = 0,
     ) -> None:
         from .device import bf16_supported
         from .nets import fuse_batchnorm
@@ -251,9 +255,24 @@ class _Generator:
         self.net: Callable[[torch.Tensor], torch.Tensor] = self.eager
         self.device = device
         self.batch_size = batch_size
-        self.compiled = compile
-        if compile:
+        self.compiled = False
+        if compile is not False:
+            worth_it = compile is True or (device.type == "cpu" and windows >= COMPILE_MIN_WINDOWS)
+            self.compiled = self._compile(len(weights), build=worth_it)
+
+    def _compile(self, tile: int, build: bool) -> bool:
+        """Switch to a compiled network (a cached package, else built when ``build``)."""
+        from . import aot
+
+        example = torch.zeros((self.batch_size, 3, tile, tile), dtype=torch.uint8)
+        compiled = aot.load_or_build(self.eager, example.to(self.device), build)
+        if compiled is not None:
+            self.net = compiled
+            return True
+        if build and not aot.available():
             self.net = torch.compile(self.eager, dynamic=False)
+            return True
+        return False
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.compiled:
@@ -264,7 +283,7 @@ class _Generator:
             with inductor_config.patch(_INDUCTOR_OPTIONS):  # read when (re)compiling
                 return self.net(x)
         except Exception as exc:  # inductor raises many types; eager always works
-            log.warning("torch.compile failed (%s); rendering in eager mode", one_line(exc))
+            log.warning("compiled generator failed (%s); rendering in eager mode", one_line(exc))
             self.net, self.compiled = self.eager, False
             return self.net(x)
 
@@ -656,10 +675,8 @@ def render(
             device,
         )
         weights = window_weights(tile, options.overlap)
-        compile_ = options.compile
-        if compile_ is None:
-            compile_ = device.type == "cpu" and len(tiles) >= COMPILE_MIN_WINDOWS
-        generator = _Generator(mapmodel, device, options.amp, weights, options.batch_size, compile_)
+        generator = _Generator(mapmodel, device, options.amp, weights, options.batch_size,
+                               options.compile, len(tiles))  # fmt: skip
         reader = raster.RegionReader(source, plan.bands, plan.stretch, str(src), watch)
         aoi = AoiFilter(plan.aoi_px) if plan.aoi_px is not None else None
         native = options.output_res == "native" and plan.grid != plan.native

@@ -21,6 +21,14 @@ def require(path: Path) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _private_compile_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Compiled generators (geomap_gan.aot) go to a folder of the test, never ~/.cache."""
+    folder = tmp_path / "compile-cache"
+    monkeypatch.setenv("GEOMAP_GAN_CACHE_DIR", str(folder))
+    return folder / "aot"
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     return require(SHARED_DATA)

@@ -1,0 +1,105 @@
+"""Ahead-of-time compiled generators: same pixels as eager mode, built once, reused, rebuilt
+when damaged, and never required (any failure renders in eager mode)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import shutil
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from geotiffs import identity_model, noise_rgb, write_geotiff
+
+from geomap_gan import aot
+from geomap_gan.modelfile import load_model
+from geomap_gan.render import RenderOptions, render
+
+
+@pytest.fixture(autouse=True)
+def _compiler() -> None:
+    """Compiling needs AOTInductor (torch >= 2.6) and a C++ compiler: skip without them, except
+    under CI, which installs g++ (scripts/test)."""
+    missing = "torch without AOTInductor" if not aot.available() else None
+    if missing is None and not (shutil.which("g++") or shutil.which("c++")):
+        missing = "no C++ compiler"
+    if missing and os.environ.get("CI") == "true":
+        pytest.fail(f"{missing}: CI must be able to compile the generator")
+    if missing:
+        pytest.skip(missing)
+
+
+def opts(**kw) -> RenderOptions:
+    return RenderOptions(overlap=8, batch_size=4, device="cpu", amp=False, overwrite=True, **kw)
+
+
+def read(path) -> np.ndarray:
+    with rasterio.open(path) as ds:
+        return ds.read()
+
+
+def test_compiled_render_matches_eager_and_is_reused(
+    tmp_path, tiny_model_file, _private_compile_cache, caplog
+):
+    model = load_model(tiny_model_file)
+    src = write_geotiff(tmp_path / "in.tif", noise_rgb(70, 90))
+    render(src, tmp_path / "eager.tif", model, opts(compile=False))
+    assert not _private_compile_cache.exists()
+    with caplog.at_level(logging.INFO, logger="geomap_gan"):
+        render(src, tmp_path / "built.tif", model, opts(compile=True))
+        assert "compiling the generator ahead of time" in caplog.text
+        packages = list(_private_compile_cache.glob("*.pt2"))
+        assert len(packages) == 1  # no temp file left beside it
+        caplog.clear()
+        # compile=None on a small scene: too small to build, but a cached package is used
+        render(src, tmp_path / "reused.tif", model, opts(compile=None))
+        assert "using the compiled generator" in caplog.text and "compiling" not in caplog.text
+    eager = read(tmp_path / "eager.tif").astype(int)
+    for name in ("built.tif", "reused.tif"):
+        assert np.abs(read(tmp_path / name) - eager).max() <= 1, name
+
+
+def test_small_scenes_do_not_build_by_default(tmp_path, tiny_model_file, _private_compile_cache):
+    src = write_geotiff(tmp_path / "in.tif", noise_rgb(40, 40))
+    render(src, tmp_path / "out.tif", load_model(tiny_model_file), opts(compile=None))
+    assert not _private_compile_cache.exists()
+
+
+def test_package_key_follows_weights_and_input_shape(tiny_model_file):
+    net = load_model(tiny_model_file).generator.eval()
+    x4 = torch.zeros(4, 3, 32, 32, dtype=torch.uint8)
+    same = copy.deepcopy(net)
+    changed = copy.deepcopy(net)
+    with torch.no_grad():
+        next(changed.parameters()).view(-1)[0] += 1e-3
+    assert aot.package_key(net, x4) == aot.package_key(same, x4)
+    assert aot.package_key(net, x4) != aot.package_key(changed, x4)
+    assert aot.package_key(net, x4) != aot.package_key(net, torch.zeros(8, 3, 32, 32).byte())
+
+
+def test_damaged_package_is_removed_and_rebuilt(tmp_path, tiny_model_file, caplog):
+    model = load_model(tiny_model_file)
+    src = write_geotiff(tmp_path / "in.tif", noise_rgb(40, 40))
+    render(src, tmp_path / "a.tif", model, opts(compile=True))
+    (package,) = aot.cache_dir().glob("*.pt2")
+    package.write_bytes(b"not a package")
+    with caplog.at_level(logging.INFO, logger="geomap_gan"):
+        render(src, tmp_path / "b.tif", model, opts(compile=True))
+    assert "does not load" in caplog.text and "compiling the generator" in caplog.text
+    assert package.stat().st_size > 1000
+    np.testing.assert_array_equal(read(tmp_path / "a.tif"), read(tmp_path / "b.tif"))
+
+
+def test_failed_compile_renders_in_eager_mode(tmp_path, monkeypatch, caplog):
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(aot, "build", no_compiler)
+    data = noise_rgb(40, 50)
+    src = write_geotiff(tmp_path / "in.tif", data)
+    render(src, tmp_path / "out.tif", identity_model(), opts(compile=True))
+    np.testing.assert_array_equal(read(tmp_path / "out.tif"), data)
+    assert "compiling the generator failed" in caplog.text
