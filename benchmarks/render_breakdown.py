@@ -13,6 +13,7 @@ Uses the engine's internals (render._Generator, render._run_tiles) on purpose.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -142,6 +143,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "geomap-gan-bench")
     args = ap.parse_args()
 
+    os.environ.setdefault("GEOMAP_GAN_CACHE_DIR", str(args.work / "aot-cache"))
     print(describe())
     scene = make_scene(args.work, args.size, random_model(args.ngf).card.gsd)
     windows = len(TileGrid.over(args.size, args.size, TILE, OVERLAP))
