@@ -44,11 +44,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 @functools.lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
-    """True on CPUs with AMX or AVX512-BF16 (read from /proc/cpuinfo; False where unknown)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
+    """True on CPUs with AMX or AVX512-BF16 (from /proc/cpuinfo; False where unknown)."""
+    flags = cpu_signature()
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 

@@ -47,12 +47,6 @@ _POLL_S = 0.1  # seconds between checks of the stop flag while a queue is full o
 # CPU: worth building from this many windows (100 MP at the defaults); a package already
 # cached is used for any scene.
 COMPILE_MIN_WINDOWS = 2000
-# Inductor settings while the compiled generator runs (patched around its calls, not set for the
-# whole process): frozen weights are constants, prepacked for oneDNN (the whole gain on CPU;
-# torch.compile(options=...) did not freeze them, measured 1.16x instead of 1.7x); the vector
-# instruction set comes from the CPU flags instead of 10 probe builds in subprocesses (1.1 s per
-# process; if a build fails anyway, rendering falls back to eager mode).
-_INDUCTOR_OPTIONS = {"freezing": True, "cpp.vec_isa_ok": True}
 # Windows per forward pass when RenderOptions.batch_size is 0. On CPU, batch 4 ran the compiled
 # ngf=32 U-Net at 3.5 ms/window against 4.3 at batch 8 (same process, interleaved) and eager at
 # the same speed as 8; GPUs want larger batches.
@@ -270,18 +264,24 @@ class _Generator:
             self.net = compiled
             return True
         if build and not aot.available():
-            self.net = torch.compile(self.eager, dynamic=False)
+            import torch._inductor.config as inductor_config
+
+            jit = torch.compile(self.eager, dynamic=False)
+
+            def run(x: torch.Tensor) -> torch.Tensor:
+                # inductor reads its settings when (re)compiling, at a call: scoped to these
+                with inductor_config.patch(aot.INDUCTOR_OPTIONS):
+                    return jit(x)
+
+            self.net = run
             return True
         return False
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.compiled:
             return self.net(x)
-        import torch._inductor.config as inductor_config
-
         try:
-            with inductor_config.patch(_INDUCTOR_OPTIONS):  # read when (re)compiling
-                return self.net(x)
+            return self.net(x)
         except Exception as exc:  # inductor raises many types; eager always works
             log.warning("compiled generator failed (%s); rendering in eager mode", one_line(exc))
             self.net, self.compiled = self.eager, False
