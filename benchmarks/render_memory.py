@@ -12,44 +12,18 @@ resource accounting of that child (``os.wait4``), so the parent's own memory doe
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _child_render import render_in_child  # noqa: E402
 from _machine import describe  # noqa: E402
 from _render_scene import make_scene  # noqa: E402
 
 from geomap_gan.modelfile import ModelCard  # noqa: E402
-
-CHILD = """
-import json, sys, time, torch
-sys.path.insert(0, {bench!r})
-from render_throughput import random_model
-from geomap_gan.render import RenderOptions, render
-if {threads}:
-    torch.set_num_threads({threads})
-model = random_model({ngf})
-options = RenderOptions(overlap={overlap}, batch_size={batch}, overwrite=True, compile={compile})
-result = render({scene!r}, {out!r}, model, options)
-print(json.dumps(dict(seconds=result.seconds, windows=result.windows, mp=result.megapixels)))
-"""
-
-
-def peak_rss_of_child(code: str) -> tuple[float, dict]:
-    """Run ``code`` in a fresh interpreter; (peak RSS in MB, the JSON it printed last)."""
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"child failed with exit code {proc.returncode}")
-    return usage.ru_maxrss / 1024, json.loads(out.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -82,11 +56,11 @@ def main() -> None:
         scene = make_scene(args.work, size, gsd)
         made = time.perf_counter() - t0
         out = args.work / f"memory_out_{size}.tif"
-        code = CHILD.format(bench=str(Path(__file__).resolve().parent), threads=args.threads,
-                            compile={"auto": None, "on": True, "off": False}[args.compile],
-                            ngf=args.ngf, overlap=args.overlap, batch=args.batch_size,
-                            scene=str(scene), out=str(out))  # fmt: skip
-        peak, info = peak_rss_of_child(code)
+        options = dict(overlap=args.overlap, batch_size=args.batch_size, overwrite=True,
+                       compile={"auto": None, "on": True, "off": False}[args.compile],
+                       threads=args.threads)  # fmt: skip
+        info = render_in_child(scene, out, args.ngf, options)
+        peak = info["peak_rss_mb"]
         out.unlink(missing_ok=True)
         if label:
             print(f"{label} (builds the compiled generator): peak RSS {peak:.0f} MB, "

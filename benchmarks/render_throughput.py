@@ -15,11 +15,9 @@ the weights).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +29,7 @@ import torch
 from rasterio.windows import Window
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _child_render import render_in_child  # noqa: E402
 from _machine import describe  # noqa: E402
 from _render_scene import make_scene  # noqa: E402
 
@@ -67,29 +66,6 @@ def naive_render(src: Path, dst: Path, model: MapModel, device: torch.device) ->
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - t0
-
-
-CHILD = """
-import json, resource, sys
-sys.path.insert(0, {bench!r})
-from render_throughput import random_model
-from geomap_gan.render import RenderOptions, render
-result = render({scene!r}, {out!r}, random_model({ngf}), RenderOptions(**{options!r}))
-usage = resource.getrusage(resource.RUSAGE_SELF)
-print(json.dumps(dict(seconds=result.seconds, windows=result.windows,
-                      cpu=usage.ru_utime + usage.ru_stime)))
-"""
-
-
-def render_in_child(scene: Path, out: Path, ngf: int, options: dict) -> dict:
-    """render() in a fresh interpreter, so that runs share no process state (imports, loaded
-    compiled code, malloc settings); its seconds are render()'s own, as for the naive run."""
-    code = CHILD.format(bench=str(Path(__file__).resolve().parent), scene=str(scene),
-                        out=str(out), ngf=ngf, options=options)  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"engine run failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def cpu_seconds() -> float:

@@ -1,0 +1,37 @@
+"""One render() in a fresh interpreter, so that benchmark runs share no process state (imports,
+loaded compiled code, malloc settings); its figures come from the kernel's accounting of the
+child (``os.wait4``), so the parent's own memory and CPU do not count."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+CHILD = """
+import json, sys
+sys.path.insert(0, {bench!r})
+from render_throughput import random_model
+from geomap_gan.render import RenderOptions, render
+result = render({scene!r}, {out!r}, random_model({ngf}), RenderOptions(**{options!r}))
+print(json.dumps(dict(seconds=result.seconds, windows=result.windows, mp=result.megapixels)))
+"""
+
+
+def render_in_child(scene: Path, out: Path, ngf: int, options: dict) -> dict:
+    """Render ``scene`` with a random ngf generator and ``RenderOptions(**options)``; returns
+    render()'s seconds, windows and megapixels, plus the child's CPU seconds and peak RSS (MB)."""
+    code = CHILD.format(bench=str(Path(__file__).resolve().parent), scene=str(scene),
+                        out=str(out), ngf=ngf, options=options)  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    printed = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"render in a child process failed with exit code {proc.returncode}")
+    info = json.loads(printed.strip().splitlines()[-1])
+    info.update(cpu=usage.ru_utime + usage.ru_stime, peak_rss_mb=usage.ru_maxrss / 1024)
+    return info
