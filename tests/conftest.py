@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -12,12 +13,18 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 IN_CI = os.environ.get("CI") == "true"
 
 
+def unavailable(reason: str, in_ci: str) -> NoReturn:
+    """Skip a test whose prerequisite is missing here; under CI=true, where everything must be
+    installed, fail with ``in_ci`` instead."""
+    if IN_CI:
+        pytest.fail(f"{reason}: {in_ci}")
+    pytest.skip(reason)
+
+
 def require(path: Path) -> Path:
     """The path, or skip the test when the shared data is absent (a failure under CI)."""
     if not path.exists():
-        if IN_CI:
-            pytest.fail(f"{path} is missing: CI must run with ../shared beside the checkout")
-        pytest.skip(f"{path} not available")
+        unavailable(f"{path} is missing", "CI must run with ../shared beside the checkout")
     return path
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import IN_CI, ROOT, require
+from conftest import ROOT, require, unavailable
 
 pytestmark = pytest.mark.qgis
 
@@ -33,9 +33,7 @@ def require_qgis() -> None:
     try:
         import qgis.core  # noqa: F401
     except ImportError as exc:
-        if IN_CI:
-            pytest.fail(f"QGIS is required under CI=true but cannot be imported: {exc}")
-        pytest.skip(f"QGIS Python bindings not available: {exc}")
+        unavailable(f"QGIS Python bindings not available: {exc}", "CI=true requires QGIS")
 
 
 @pytest.fixture(scope="session")
@@ -479,9 +477,7 @@ def test_qgis_process_cli_runs_render(naip: Path, model_5m: Path, tmp_path: Path
     """The way a user scripts QGIS: qgis_process.bin with a fresh profile enabling the plugin."""
     require_qgis()
     if not QGIS_PROCESS.is_file():
-        if IN_CI:
-            pytest.fail(f"{QGIS_PROCESS} is required under CI=true")
-        pytest.skip(f"{QGIS_PROCESS} not installed")
+        unavailable(f"{QGIS_PROCESS} not installed", "CI=true requires QGIS")
     home = tmp_path / "home"
     profile = home / ".local/share/QGIS/QGIS3/profiles/default/QGIS"
     profile.mkdir(parents=True)
