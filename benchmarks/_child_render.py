@@ -16,13 +16,17 @@ sys.path.insert(0, {bench!r})
 from render_throughput import random_model
 from geomap_gan.render import RenderOptions, render
 result = render({scene!r}, {out!r}, random_model({ngf}), RenderOptions(**{options!r}))
-print(json.dumps(dict(seconds=result.seconds, windows=result.windows, mp=result.megapixels)))
+import torch
+gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+print(json.dumps(dict(seconds=result.seconds, windows=result.windows, mp=result.megapixels,
+                      gpu_peak_mb=gpu)))
 """
 
 
 def render_in_child(scene: Path, out: Path, ngf: int, options: dict) -> dict:
     """Render ``scene`` with a random ngf generator and ``RenderOptions(**options)``; returns
-    render()'s seconds, windows and megapixels, plus the child's CPU seconds and peak RSS (MB)."""
+    render()'s seconds, windows and megapixels, the child's CPU seconds and peak RSS (MB), and the
+    peak of torch's CUDA allocations (MB; None without a GPU)."""
     code = CHILD.format(bench=str(Path(__file__).resolve().parent), scene=str(scene),
                         out=str(out), ngf=ngf, options=options)  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)

@@ -26,12 +26,18 @@ from _render_scene import make_scene  # noqa: E402
 from geomap_gan.modelfile import ModelCard  # noqa: E402
 
 
+def gpu_peak(info: dict) -> str:
+    """The render's peak CUDA allocation, when it ran on a GPU."""
+    return "" if info.get("gpu_peak_mb") is None else f", GPU peak {info['gpu_peak_mb']:.0f} MB"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000])
     ap.add_argument("--ngf", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=0, help="0: the engine's choice")
     ap.add_argument("--overlap", type=int, default=32)
+    ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument(
         "--compile", choices=["auto", "on", "off"], default="off",
@@ -58,7 +64,7 @@ def main() -> None:
         out = args.work / f"memory_out_{size}.tif"
         options = dict(overlap=args.overlap, batch_size=args.batch_size, overwrite=True,
                        compile={"auto": None, "on": True, "off": False}[args.compile],
-                       threads=args.threads)  # fmt: skip
+                       threads=args.threads, device=args.device)  # fmt: skip
         info = render_in_child(scene, out, args.ngf, options)
         peak = info["peak_rss_mb"]
         out.unlink(missing_ok=True)
@@ -69,7 +75,7 @@ def main() -> None:
         peaks[size] = peak
         print(f"{size}x{size} px ({size * size / 1e6:.0f} MP, scene ready in {made:.0f} s): "
               f"peak RSS {peak:.0f} MB, {info['windows']} windows in {info['seconds']:.0f} s "
-              f"({info['mp'] / info['seconds']:.2f} MP/s)")  # fmt: skip
+              f"({info['mp'] / info['seconds']:.2f} MP/s){gpu_peak(info)}")  # fmt: skip
     if len(peaks) > 1:
         small, large = min(peaks), max(peaks)
         growth = peaks[large] / peaks[small] - 1

@@ -89,6 +89,13 @@ def main() -> None:
         "compile time counts in the cold run); all: the three runs",
     )
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument(
+        "--co",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="GTiff creation option for the engine's output (repeatable)",
+    )
     ap.add_argument("--skip-naive", action="store_true")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "geomap-gan-bench")
     args = ap.parse_args()
@@ -113,7 +120,8 @@ def main() -> None:
             shutil.rmtree(cache, ignore_errors=True)
         options = dict(overlap=args.overlap, batch_size=args.batch_size, device=str(device),
                        amp=not args.no_amp, overwrite=True, compile=bool(run),
-                       threads=args.threads)  # fmt: skip
+                       threads=args.threads,
+                       creation_options=dict(co.split("=", 1) for co in args.co))  # fmt: skip
         out = args.work / "engine_out.tif"
         result = render_in_child(scene, out, args.ngf, options)
         name = {False: "eager", "cold": "compiled, cold cache", "warm": "compiled, warm cache"}[run]

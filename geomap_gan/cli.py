@@ -373,7 +373,7 @@ _RENDER_OPTIONS = [
     click.option("--allow-ungeoreferenced", is_flag=True,
                   help="Render an input without CRS/geotransform in pixel space."),
     click.option("--threads", default=0, show_default=True,
-                  help="torch CPU threads (0: torch's default, one per core)."),
+                  help="torch CPU threads (0: one per core on CPU, 2 when the model runs on a GPU)."),
     click.option("--compile/--no-compile", default=None,
                   help="Run the generator compiled (about 1.7x faster per window on CPU): built "
                   "ahead of time once per model and machine (10-20 s) and cached in "

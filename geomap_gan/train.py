@@ -34,7 +34,7 @@ from torch import nn
 from . import __version__
 from .data import MapsDataset, load_split, to_model_range
 from .device import autocast, resolve_device
-from .errors import CheckpointError, DatasetError
+from .errors import CheckpointError, DatasetError, InputError
 from .metrics import METRIC_KEYS, evaluate_arrays, save_sample_grid
 from .modelfile import MAPS_ORIGINAL_GSD, MAPS_ORIGINAL_SIZE, MapModel, ModelCard, save_model
 from .nets import PatchDiscriminator, UnetGenerator, init_weights
@@ -209,7 +209,12 @@ class Trainer:
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.G = nn.parallel.DistributedDataParallel(self.G, device_ids=ids)
-            self.D = nn.parallel.DistributedDataParallel(self.D, device_ids=ids)
+            # D runs twice before its backward (fake, real): broadcasting its BatchNorm buffers
+            # at the second call bumps tensors the first one saved (autograd error on torch
+            # 2.11). Its running statistics are never used (D is never in eval mode).
+            self.D = nn.parallel.DistributedDataParallel(
+                self.D, device_ids=ids, broadcast_buffers=False
+            )
         betas = (cfg.beta1, cfg.beta2)
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=betas)
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=betas)
@@ -232,7 +237,13 @@ class Trainer:
     def _pick_device(self) -> torch.device:
         device = resolve_device(self.cfg.device)
         if device.type == "cuda" and self.world > 1:
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            rank, gpus = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+            if rank >= gpus:
+                raise InputError(
+                    f"torchrun started more processes on this machine than it has GPUs ({gpus}); "
+                    f"use --nproc_per_node={gpus}, or --device cpu"
+                )
+            device = torch.device("cuda", rank)
             torch.cuda.set_device(device)
         if device.type == "cpu":
             local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))

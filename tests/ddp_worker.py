@@ -14,7 +14,7 @@ from geomap_gan.train import TrainConfig, Trainer
 def main(data_dir: str, out_dir: str) -> None:
     cfg = TrainConfig(
         data_dir=data_dir, out_dir=out_dir, ngf=4, ndf=8, batch_size=2, epochs=1, epochs_decay=0,
-        load_size=264, max_steps=3, threads=1, val_every=0, samples=0, amp=False,
+        load_size=264, max_steps=3, threads=1, val_every=0, samples=0, amp=False, device="cpu",
     )  # fmt: skip
     trainer = Trainer(cfg)
     trainer.fit()

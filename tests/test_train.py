@@ -39,6 +39,7 @@ def tiny_cfg(data: Path, out: Path, **kw: object) -> TrainConfig:
     base: dict[str, object] = dict(
         data_dir=str(data), out_dir=str(out), ngf=4, ndf=8, batch_size=4, epochs=1, epochs_decay=1,
         load_size=264, save_every=1, val_subset=4, samples=2, threads=1, amp=False, seed=3,
+        device="cpu",  # exact resume needs deterministic kernels; test_gpu.py covers CUDA
     )  # fmt: skip
     base.update(kw)
     return TrainConfig(**base)  # type: ignore[arg-type]
@@ -107,7 +108,8 @@ def test_ctrl_c_saves_a_checkpoint(tiny_maps: Path, tmp_path: Path) -> None:
 
 
 def test_ddp_two_gloo_ranks_hold_identical_weights(tiny_maps: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
         str(ROOT / "tests" / "ddp_worker.py"), str(tiny_maps), str(tmp_path),
