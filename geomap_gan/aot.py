@@ -1,14 +1,21 @@
-"""Ahead-of-time compiled generators, cached on disk so that only the first render pays.
+"""Ahead-of-time compiled generators (CPU), cached on disk so that only the first render pays.
 
 torch.compile with frozen weights runs the U-Net about 1.7x faster per window on CPU than eager
 mode, but compiling costs 4-15 s and, with frozen (prepacked) weights, inductor's own caches are
 bypassed ("mkldnn tensors unpickleable"): every process paid it again. AOTInductor compiles the
-same frozen graph into a package (a shared library plus the prepacked weights) that loads in
-about 0.8 s with its imports; we keep one package per (weights, input shape, precision, device,
-torch version, CPU) in a cache folder. Its speed equals torch.compile's only with
-device.keep_freed_memory() in effect (it allocates its buffers afresh on every call).
+same frozen graph into a shared library holding the prepacked weights; we keep one per (weights,
+input shape, precision, torch version, CPU) in a cache folder and load it with torch's
+model-container runner in about 0.01 s, without importing inductor.
 
-The packages hold native code: they are only ever loaded from the user's own cache folder
+Two traps, both measured on the 2-core AMX Xeon:
+- The runner copies the weights into one ``malloc`` block, which is only 16-byte aligned; the
+  oneDNN AMX kernels then ran 1.7x slower (5.1 vs 3.0 ms per window, by which of the 4 possible
+  offsets the heap gave), so each load points it at 64-byte aligned copies of them
+  (:func:`_realign_constants`; the original block stays allocated, one model's size).
+- The library allocates its activations afresh on every call: it is as fast as torch.compile only
+  with device.keep_freed_memory() in effect.
+
+The libraries are native code: they are only ever loaded from the user's own cache folder
 (``GEOMAP_GAN_CACHE_DIR``, else ``$XDG_CACHE_HOME/geomap-gan``, else ``~/.cache/geomap-gan``),
 created with mode 0700 and written there by this module. Model files themselves stay
 safetensors; nothing here unpickles anything.
@@ -22,8 +29,10 @@ import os
 import platform
 import uuid
 import warnings
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -41,12 +50,16 @@ INDUCTOR_OPTIONS = {"freezing": True, "cpp.vec_isa_ok": True}
 
 
 def available() -> bool:
-    """Whether this torch can build and load AOTInductor packages (torch 2.6 and later)."""
+    """Whether this torch can build and run AOTInductor libraries on CPU (torch 2.6 and later)."""
     try:
         import torch._inductor as inductor
     except ImportError:
         return False
-    return hasattr(inductor, "aoti_compile_and_package") and hasattr(inductor, "aoti_load_package")
+    return hasattr(inductor, "aoti_compile_and_package") and _runner_class() is not None
+
+
+def _runner_class() -> type | None:
+    return getattr(getattr(torch._C, "_aoti", None), "AOTIModelContainerRunnerCpu", None)
 
 
 def cache_dir() -> Path:
@@ -72,25 +85,27 @@ def package_key(net: torch.nn.Module, example: torch.Tensor) -> str:
 
 
 def cached_path(net: torch.nn.Module, example: torch.Tensor) -> Path:
-    """The package file for ``net`` and ``example`` (it may not exist yet)."""
-    return cache_dir() / f"generator-{package_key(net, example)}.pt2"
+    """The compiled library for ``net`` and ``example`` (it may not exist yet)."""
+    return cache_dir() / f"generator-{package_key(net, example)}.so"
 
 
 def load(path: Path) -> Compiled | None:
     """The compiled model in ``path``, or None (and the file removed) if it cannot be loaded."""
     try:
-        return _load_package(path)
-    except Exception as exc:  # a stale or damaged package: build it again
+        return _load_library(path)
+    except Exception as exc:  # a stale or damaged library: build it again
         log.warning("compiled model %s does not load (%s); it will be rebuilt", path, exc)
         path.unlink(missing_ok=True)
         return None
 
 
 def build(net: torch.nn.Module, example: torch.Tensor, path: Path) -> Compiled:
-    """Export ``net`` for inputs like ``example``, compile it with frozen weights into ``path``
-    (written atomically: parallel workers may build the same package) and load it."""
+    """Export ``net`` for inputs like ``example``, compile it with frozen weights and keep the
+    package's shared library as ``path`` (written atomically: parallel workers may build the
+    same one), then load it."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp.pt2")
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp")
+    package = tmp.with_suffix(".pt2")
     try:
         # inductor freezes weights only when no gradient is wanted; torch's own deprecation
         # notices from inside export are not the user's business
@@ -98,38 +113,55 @@ def build(net: torch.nn.Module, example: torch.Tensor, path: Path) -> Compiled:
             warnings.simplefilter("ignore", (FutureWarning, DeprecationWarning))
             exported = torch.export.export(net, (example,))
             torch._inductor.aoti_compile_and_package(
-                exported, package_path=str(tmp), inductor_configs=INDUCTOR_OPTIONS
+                exported, package_path=str(package), inductor_configs=INDUCTOR_OPTIONS
             )
+        with zipfile.ZipFile(package) as z:
+            (library,) = [n for n in z.namelist() if n.endswith(".so")]  # weights included
+            tmp.write_bytes(z.read(library))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return _load_package(path)
+        package.unlink(missing_ok=True)
+    return _load_library(path)
 
 
-def _load_package(path: Path) -> Compiled:
-    """Load without inductor's vector-ISA probe builds (10 compiler runs in subprocesses, 1.25 s,
-    only to populate a warning; the package was built for this CPU, see package_key)."""
-    import torch._inductor.config as inductor_config
+def _load_library(path: Path) -> Compiled:
+    runner_class = _runner_class()
+    if runner_class is None:
+        raise RuntimeError("this torch has no AOTInductor CPU runner")
+    runner = runner_class(str(path), 1)
+    aligned = _realign_constants(runner)
 
-    with inductor_config.patch({"cpp.vec_isa_ok": True}):
-        return torch._inductor.aoti_load_package(str(path))
+    def run(x: torch.Tensor) -> torch.Tensor:
+        _ = aligned  # the runner uses these tensors without owning them
+        return runner.run([x])[0]
+
+    return run
+
+
+def _realign_constants(runner: Any) -> dict[str, torch.Tensor]:
+    """Point the runner at copies of its weights in tensors of their own, 64-byte aligned like
+    every torch allocation, instead of the 16-byte aligned block it copied them into (module
+    docstring). The runner lists only the frozen (prepacked) weights, not every bias: the
+    others stay where they are. Returns the copies, which must outlive the runner."""
+    aligned = {name: t.clone() for name, t in runner.extract_constants_map(False).items()}
+    runner.update_constant_buffer(aligned, False, False, True)  # active buffer, user-managed
+    return aligned
 
 
 def load_or_build(
     net: torch.nn.Module, example: torch.Tensor, build_if_missing: bool
 ) -> Compiled | None:
-    """The cached compiled ``net`` for inputs like ``example``; built first when missing and
+    """The cached compiled ``net`` for CPU inputs like ``example``; built first when missing and
     ``build_if_missing``. None when neither worked (the caller runs ``net`` eagerly)."""
     path = cached_path(net, example)
-    # checked second: importing inductor costs ~0.7 s, wasted on a scene that will run eagerly
-    if not (path.exists() or build_if_missing) or not available():
-        return None
     if path.exists():
         compiled = load(path)
         if compiled is not None:
             log.info("using the compiled generator %s", path)
             return compiled
-    if not build_if_missing:
+    # checked only now: importing inductor costs ~0.7 s, wasted on a scene that runs eagerly
+    if not build_if_missing or not available():
         return None
     log.info("compiling the generator ahead of time (once per model and machine) into %s", path)
     try:

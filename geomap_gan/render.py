@@ -44,9 +44,9 @@ Cancel = Callable[[], bool]
 _END = object()  # end-of-stream marker in the queues
 _POLL_S = 0.1  # seconds between checks of the stop flag while a queue is full or empty
 # Building the compiled generator costs 10-20 s once per model and machine (aot.py caches it;
-# loading the package then takes about 0.8 s per process) and saves about 40% per window on
-# CPU: worth building from this many windows (100 MP at the defaults); a package already
-# cached is used for any scene.
+# loading it then takes about 0.01 s) and saves about 45% per window on CPU: worth building
+# from this many windows (100 MP at the defaults); a library already cached is used for any
+# scene.
 COMPILE_MIN_WINDOWS = 2000
 # Windows per forward pass when RenderOptions.batch_size is 0. On CPU, batch 4 ran the compiled
 # ngf=32 U-Net at 3.5 ms/window against 4.3 at batch 8 (same process, interleaved) and eager at
@@ -227,12 +227,13 @@ class _TileNet(torch.nn.Module):
 class _Generator:
     """The model on its device: uint8 tiles in, blend-weighted float tiles out.
 
-    BatchNorm is folded into the convolutions (eval mode). Compiled, the network runs as an
-    ahead-of-time compiled package from the cache of :mod:`geomap_gan.aot` (built on first use;
-    torch.compile where this torch has no AOTInductor), and every batch is padded to
-    ``batch_size`` (static shapes). Whatever fails in compiling falls back to eager mode.
-    ``compile``: True always, False never, None where it pays: a package is already cached, or
-    the scene has ``COMPILE_MIN_WINDOWS`` windows or more on a CPU.
+    BatchNorm is folded into the convolutions (eval mode). Compiled, the network runs on CPU as an
+    ahead-of-time compiled library from the cache of :mod:`geomap_gan.aot` (built on first use),
+    elsewhere (or where this torch has no AOTInductor) through torch.compile, and every batch is
+    padded to ``batch_size`` (static shapes). Whatever fails in compiling falls back to eager
+    mode. ``compile``: True always, False never, None where it pays, on CPU: a library is already
+    cached, or the scene has ``COMPILE_MIN_WINDOWS`` windows or more. (On a GPU the engine waits
+    on GDAL, not on the network.)
     """
 
     def __init__(
@@ -260,15 +261,17 @@ class _Generator:
             self.compiled = self._compile(len(weights), build=worth_it)
 
     def _compile(self, tile: int, build: bool) -> bool:
-        """Switch to a compiled network (a cached package, else built when ``build``)."""
+        """Switch to a compiled network: on CPU a cached AOT library (built when ``build``),
+        elsewhere, or where this torch has no AOTInductor, torch.compile in this process."""
         from . import aot
 
-        example = torch.zeros((self.batch_size, 3, tile, tile), dtype=torch.uint8)
-        compiled = aot.load_or_build(self.eager, example.to(self.device), build)
-        if compiled is not None:
-            self.net = compiled
-            return True
-        if build and not aot.available():
+        if self.device.type == "cpu":
+            example = torch.zeros((self.batch_size, 3, tile, tile), dtype=torch.uint8)
+            compiled = aot.load_or_build(self.eager, example, build)
+            if compiled is not None:
+                self.net = compiled
+                return True
+        if build and (self.device.type != "cpu" or not aot.available()):
             import torch._inductor.config as inductor_config
 
             jit = torch.compile(self.eager, dynamic=False)

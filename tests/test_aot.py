@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 import logging
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -49,10 +51,10 @@ def test_compiled_render_matches_eager_and_is_reused(
     with caplog.at_level(logging.INFO, logger="geomap_gan"):
         render(src, tmp_path / "built.tif", model, opts(compile=True))
         assert "compiling the generator ahead of time" in caplog.text
-        packages = list(_private_compile_cache.glob("*.pt2"))
-        assert len(packages) == 1  # no temp file left beside it
+        libraries = list(_private_compile_cache.iterdir())
+        assert len(libraries) == 1 and libraries[0].suffix == ".so"  # no temp file beside it
         caplog.clear()
-        # compile=None on a small scene: too small to build, but a cached package is used
+        # compile=None on a small scene: too small to build, but a cached library is used
         render(src, tmp_path / "reused.tif", model, opts(compile=None))
         assert "using the compiled generator" in caplog.text and "compiling" not in caplog.text
     eager = read(tmp_path / "eager.tif").astype(int)
@@ -78,16 +80,22 @@ def test_package_key_follows_weights_and_input_shape(tiny_model_file):
     assert aot.package_key(net, x4) != aot.package_key(net, torch.zeros(8, 3, 32, 32).byte())
 
 
-def test_damaged_package_is_removed_and_rebuilt(tmp_path, tiny_model_file, caplog):
-    model = load_model(tiny_model_file)
+def test_damaged_library_is_removed_and_rebuilt(tmp_path, tiny_model_file, caplog):
+    """A library left damaged by an earlier process (one this process has loaded cannot be
+    swapped under it) is removed, rebuilt and gives the same pixels."""
     src = write_geotiff(tmp_path / "in.tif", noise_rgb(40, 40))
-    render(src, tmp_path / "a.tif", model, opts(compile=True))
-    (package,) = aot.cache_dir().glob("*.pt2")
-    package.write_bytes(b"not a package")
+    build = (
+        "from geomap_gan.render import RenderOptions, render; "
+        f"render({str(src)!r}, {str(tmp_path / 'a.tif')!r}, {str(tiny_model_file)!r}, "
+        "RenderOptions(overlap=8, batch_size=4, device='cpu', amp=False, compile=True))"
+    )
+    subprocess.run([sys.executable, "-c", build], check=True, timeout=300)
+    (library,) = aot.cache_dir().glob("*.so")
+    library.write_bytes(b"not a library")
     with caplog.at_level(logging.INFO, logger="geomap_gan"):
-        render(src, tmp_path / "b.tif", model, opts(compile=True))
+        render(src, tmp_path / "b.tif", load_model(tiny_model_file), opts(compile=True))
     assert "does not load" in caplog.text and "compiling the generator" in caplog.text
-    assert package.stat().st_size > 1000
+    assert library.stat().st_size > 1000
     np.testing.assert_array_equal(read(tmp_path / "a.tif"), read(tmp_path / "b.tif"))
 
 
