@@ -17,34 +17,18 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import rasterio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe  # noqa: E402
 
+from geomap_gan.blend import seam_ratios  # noqa: E402
 from geomap_gan.modelfile import load_model  # noqa: E402
 from geomap_gan.render import RenderOptions, plan_render, render  # noqa: E402
 from geomap_gan.tiling import axis_offsets  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "geotiff"
 SCENES = ("rgb_small_4p5m.tif", "naip_nd_2015.tif")
-PERIOD = 8
-
-
-def seam_ratios(image: np.ndarray, starts: list[int], tile: int, axis: int) -> tuple[float, float]:
-    """(raw, phase-matched) border/inside step ratios along ``axis`` of a (3, H, W) image."""
-    other = tuple(i for i in (0, 1, 2) if i != axis)
-    steps = np.abs(np.diff(image.astype(float), axis=axis)).mean(axis=other)
-    n = len(steps)
-    borders = sorted({b - 1 for s in starts for b in (s, s + tile) if PERIOD < b < n - PERIOD})
-    inside = np.setdiff1d(np.arange(n), borders)
-    raw = steps[borders].mean() / steps[inside].mean()
-    same_phase = [
-        steps[b] / steps[[p for p in range(b % PERIOD, n, PERIOD) if p not in borders]].mean()
-        for b in borders
-    ]
-    return float(raw), float(np.mean(same_phase))
 
 
 def main() -> None:

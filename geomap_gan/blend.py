@@ -147,3 +147,29 @@ class StripAccumulator:
         self._valid[keep:] = False
         self._top = end
         return strip
+
+
+SEAM_PERIOD = 8  # px: the texture period of a U-Net's outer three stride-2 layers
+
+
+def seam_ratios(image: np.ndarray, starts: list[int], tile: int, axis: int) -> tuple[float, float]:
+    """(raw, phase-matched) ratios of the mean step between neighbouring pixels across window
+    borders to the mean step inside windows, along ``axis`` of a (3, H, W) image; 1.0 or less:
+    no seam. Windows start at ``starts`` and are ``tile`` px long. A pix2pix U-Net leaves a
+    texture with the period of its stride-2 layers (8 px for the outer three) on which borders
+    always fall at the same phase: the phase-matched ratio compares each border with inside
+    steps at the same position mod ``SEAM_SEAM_PERIOD``."""
+    other = tuple(i for i in (0, 1, 2) if i != axis)
+    steps = np.abs(np.diff(image.astype(float), axis=axis)).mean(axis=other)
+    n = len(steps)
+    borders = sorted(
+        {b - 1 for s in starts for b in (s, s + tile) if SEAM_PERIOD < b < n - SEAM_PERIOD}
+    )
+    inside = np.setdiff1d(np.arange(n), borders)
+    raw = steps[borders].mean() / steps[inside].mean()
+    same_phase = [
+        steps[b]
+        / steps[[p for p in range(b % SEAM_PERIOD, n, SEAM_PERIOD) if p not in borders]].mean()
+        for b in borders
+    ]
+    return float(raw), float(np.mean(same_phase))

@@ -590,6 +590,32 @@ def render_many(
 
 
 # ---- evaluate ------------------------------------------------------------------------------------
+@cli.command("compile")
+@click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Model file (default: the bundled model).")  # fmt: skip
+@click.option("--overlap", default=32, show_default=True, help="As for render.")
+@click.option("--batch-size", default=0, show_default=True, help="As for render (0: 4 on CPU).")
+@click.option("--amp/--no-amp", default=True, show_default=True, help="As for render.")
+def compile_command(model: Path | None, overlap: int, batch_size: int, amp: bool) -> None:
+    """Compile the generator for this machine's CPU now (10-20 s, once per model and machine),
+    so that CPU renders with the same options run it compiled from their first window (about
+    1.7x faster per window) instead of building it during a render.
+
+    \b
+    Example:
+      geomap-gan compile && geomap-gan render big_scene.tif map.tif
+    """
+    from .render import RenderOptions, prepare_compiled
+
+    options = RenderOptions(overlap=overlap, batch_size=batch_size, amp=amp, device="cpu")
+    if not prepare_compiled(model, options):
+        raise GeomapGanError(
+            "the generator could not be compiled here (see the warning above; a C++ compiler "
+            "and torch >= 2.6 are needed); renders still work, uncompiled"
+        )
+    click.echo("compiled generator ready: CPU renders with these options will use it")
+
+
 @cli.command()
 @click.argument("data_dir", type=click.Path(path_type=Path))
 @click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=None,

@@ -583,6 +583,24 @@ class RenderPlan:
         return [(a, b) for a, b in zip(edges, edges[1:], strict=False) if b > a]
 
 
+def prepare_compiled(
+    model: MapModel | str | Path | None = None, options: RenderOptions | None = None
+) -> bool:
+    """Build now, on this machine's CPU, the compiled generator that render() with ``options``
+    would use there (or find it cached), so that no render pays the 10-20 s build. True when it
+    is ready; False when it cannot be built (renders then run eagerly)."""
+    from .blend import window_weights
+
+    options = options or RenderOptions()
+    device = torch.device("cpu")
+    mapmodel = _resolve_model(model, device)
+    tile = mapmodel.card.tile_size
+    options.validate(tile)
+    batch = options.batch_size or AUTO_BATCH["cpu"]
+    weights = window_weights(tile, options.overlap)
+    return _Generator(mapmodel, device, options.amp, weights, batch, compile=True).compiled
+
+
 def plan_render(
     src: str | Path,
     model: MapModel | ModelCard | str | Path | None = None,

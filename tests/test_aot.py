@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from click.testing import CliRunner
 from conftest import unavailable
 from geotiffs import identity_model, noise_rgb, write_geotiff
 
 from geomap_gan import aot
+from geomap_gan.cli import cli
 from geomap_gan.modelfile import load_model
 from geomap_gan.render import RenderOptions, render
 
@@ -109,3 +111,28 @@ def test_failed_compile_renders_in_eager_mode(tmp_path, monkeypatch, caplog):
     render(src, tmp_path / "out.tif", identity_model(), opts(compile=True))
     np.testing.assert_array_equal(read(tmp_path / "out.tif"), data)
     assert "compiling the generator failed" in caplog.text
+
+
+def test_compile_command_builds_what_render_then_uses(
+    tmp_path, tiny_model_file, _private_compile_cache, caplog
+):
+    cmd = ["compile", "--model", str(tiny_model_file), "--overlap", "8", "--batch-size", "4"]
+    result = CliRunner().invoke(cli, [*cmd, "--no-amp"])
+    assert result.exit_code == 0, result.output
+    assert [p.suffix for p in _private_compile_cache.iterdir()] == [".so"]
+    src = write_geotiff(tmp_path / "in.tif", noise_rgb(40, 40))
+    with caplog.at_level(logging.INFO, logger="geomap_gan"):
+        render(src, tmp_path / "out.tif", load_model(tiny_model_file), opts(compile=None))
+    assert "using the compiled generator" in caplog.text and "compiling" not in caplog.text
+
+
+def test_compile_command_reports_a_failed_build(tiny_model_file, monkeypatch):
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(aot, "build", no_compiler)
+    cmd = ["compile", "--model", str(tiny_model_file), "--overlap", "8"]
+    result = CliRunner().invoke(cli, cmd)
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1].startswith("Error: the generator could not be")
+    assert "Traceback" not in result.output
