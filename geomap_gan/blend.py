@@ -158,7 +158,7 @@ def seam_ratios(image: np.ndarray, starts: list[int], tile: int, axis: int) -> t
     no seam. Windows start at ``starts`` and are ``tile`` px long. A pix2pix U-Net leaves a
     texture with the period of its stride-2 layers (8 px for the outer three) on which borders
     always fall at the same phase: the phase-matched ratio compares each border with inside
-    steps at the same position mod ``SEAM_SEAM_PERIOD``."""
+    steps at the same position mod ``SEAM_PERIOD``."""
     other = tuple(i for i in (0, 1, 2) if i != axis)
     steps = np.abs(np.diff(image.astype(float), axis=axis)).mean(axis=other)
     n = len(steps)
