@@ -143,9 +143,14 @@ def _realign_constants(runner: Any) -> dict[str, torch.Tensor]:
     """Point the runner at copies of its weights in tensors of their own, 64-byte aligned like
     every torch allocation, instead of the 16-byte aligned block it copied them into (module
     docstring). The runner lists only the frozen (prepacked) weights, not every bias: the
-    others stay where they are. Returns the copies, which must outlive the runner."""
-    aligned = {name: t.clone() for name, t in runner.extract_constants_map(False).items()}
-    runner.update_constant_buffer(aligned, False, False, True)  # active buffer, user-managed
+    others stay where they are. Returns the copies, which must outlive the runner; none where
+    this torch's runner cannot do it (the library then runs as loaded, correct but slower)."""
+    try:
+        aligned = {name: t.clone() for name, t in runner.extract_constants_map(False).items()}
+        runner.update_constant_buffer(aligned, False, False, True)  # active buffer, user-managed
+    except (AttributeError, RuntimeError, TypeError) as exc:
+        log.info("compiled generator runs with its weights as loaded (%s)", exc)
+        return {}
     return aligned
 
 
