@@ -44,8 +44,16 @@ def read(path) -> np.ndarray:
 
 
 def test_compiled_render_matches_eager_and_is_reused(
-    tmp_path, tiny_model_file, _private_compile_cache, caplog
+    tmp_path, tiny_model_file, _private_compile_cache, caplog, monkeypatch
 ):
+    realigned = []  # the runner's weights moved to aligned copies at each load (aot docstring)
+    real = aot._realign_constants
+
+    def recording(runner):
+        realigned.append(real(runner))
+        return realigned[-1]
+
+    monkeypatch.setattr(aot, "_realign_constants", recording)
     model = load_model(tiny_model_file)
     src = write_geotiff(tmp_path / "in.tif", noise_rgb(70, 90))
     render(src, tmp_path / "eager.tif", model, opts(compile=False))
@@ -59,6 +67,7 @@ def test_compiled_render_matches_eager_and_is_reused(
         # compile=None on a small scene: too small to build, but a cached library is used
         render(src, tmp_path / "reused.tif", model, opts(compile=None))
         assert "using the compiled generator" in caplog.text and "compiling" not in caplog.text
+    assert len(realigned) == 2 and all(len(weights) > 0 for weights in realigned)
     eager = read(tmp_path / "eager.tif").astype(int)
     for name in ("built.tif", "reused.tif"):
         assert np.abs(read(tmp_path / name) - eager).max() <= 1, name
