@@ -330,26 +330,40 @@ class _RenderBar:
             self.bar.close()
 
 
-def render_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """The options of ``render`` (RenderOptions 1:1), defined once and shared with
-    ``render-many`` so that both commands take the same names and defaults."""
-    for option in reversed(_RENDER_OPTIONS):
+def _with_options(fn: Callable[..., Any], options: list[Callable]) -> Callable[..., Any]:
+    for option in reversed(options):
         fn = option(fn)
     return fn
 
 
+def render_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of ``render`` (RenderOptions 1:1), defined once and shared with
+    ``render-many`` so that both commands take the same names and defaults."""
+    return _with_options(fn, _RENDER_OPTIONS)
+
+
+def generator_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The render options that decide which compiled generator a render uses, for ``compile``."""
+    return _with_options(fn, _GENERATOR_OPTIONS)
+
+
 # fmt: off
-_RENDER_OPTIONS = [
+# The options that decide which compiled generator a render uses: shared with `compile`, whose
+# library must match (aot.package_key).
+_GENERATOR_OPTIONS = [
     click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=None,
                   help="Model file (default: the bundled model)."),
     click.option("--overlap", default=32, show_default=True,
                   help="Overlap of neighbouring windows, pixels of the model grid."),
     click.option("--batch-size", default=0, show_default=True,
                   help="Windows per forward pass; 0: 4 on CPU, 16 on a CUDA GPU."),
-    click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
-                  show_default=True),
     click.option("--amp/--no-amp", default=True, show_default=True,
                   help="bf16 autocast where the hardware runs it natively."),
+]
+_RENDER_OPTIONS = [
+    *_GENERATOR_OPTIONS,
+    click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
+                  show_default=True),
     click.option("-b", "--bands", "--bidx", "bands", default=None, metavar="R,G,B",
                   help="1-based band numbers of red, green, blue [default: from the colour "
                   "interpretation, else 1,2,3]."),
@@ -591,11 +605,7 @@ def render_many(
 
 # ---- evaluate ------------------------------------------------------------------------------------
 @cli.command("compile")
-@click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Model file (default: the bundled model).")  # fmt: skip
-@click.option("--overlap", default=32, show_default=True, help="As for render.")
-@click.option("--batch-size", default=0, show_default=True, help="As for render (0: 4 on CPU).")
-@click.option("--amp/--no-amp", default=True, show_default=True, help="As for render.")
+@generator_options
 def compile_command(model: Path | None, overlap: int, batch_size: int, amp: bool) -> None:
     """Compile the generator for this machine's CPU now (10-20 s, once per model and machine),
     so that CPU renders with the same options run it compiled from their first window (about

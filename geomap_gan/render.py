@@ -589,16 +589,20 @@ def prepare_compiled(
     """Build now, on this machine's CPU, the compiled generator that render() with ``options``
     would use there (or find it cached), so that no render pays the 10-20 s build. True when it
     is ready; False when it cannot be built (renders then run eagerly)."""
-    from .blend import window_weights
-
     options = options or RenderOptions()
     device = torch.device("cpu")
     mapmodel = _resolve_model(model, device)
     tile = mapmodel.card.tile_size
     options.validate(tile)
-    batch = options.batch_size or AUTO_BATCH["cpu"]
     weights = window_weights(tile, options.overlap)
+    batch = _batch_size(options, device)
     return _Generator(mapmodel, device, options.amp, weights, batch, compile=True).compiled
+
+
+def _batch_size(options: RenderOptions, device: torch.device) -> int:
+    """Windows per forward pass: the option, or AUTO_BATCH for the device when it is 0. One
+    rule for render() and prepare_compiled(), whose compiled library must match the render's."""
+    return options.batch_size or AUTO_BATCH.get(device.type, 8)
 
 
 def plan_render(
@@ -672,8 +676,7 @@ def render(
         device = resolve_device(options.device)
         if device.type == "cpu":
             keep_freed_memory()
-        if options.batch_size == 0:
-            options = replace(options, batch_size=AUTO_BATCH.get(device.type, 8))
+        options = replace(options, batch_size=_batch_size(options, device))
         if options.threads or device.type != "cpu":
             torch.set_num_threads(
                 options.threads or min(ACCELERATOR_CPU_THREADS, os.cpu_count() or 1)
