@@ -53,6 +53,22 @@ def window_weights(tile: int, overlap: int) -> np.ndarray:
     return np.outer(w1, w1).astype(np.float32)
 
 
+def axis_weights(grid: TileGrid) -> np.ndarray:
+    """1-D weights of one window of ``grid``: the ramp, or for a core grid 1 on the core and
+    0 on the margins (exactly: each pixel then takes one window's value unchanged)."""
+    if grid.margin == 0:
+        return ramp(grid.tile, grid.overlap)
+    w = np.zeros(grid.tile, dtype=np.float32)
+    w[grid.margin : grid.tile - grid.margin] = 1.0
+    return w
+
+
+def grid_weights(grid: TileGrid) -> np.ndarray:
+    """2-D weights (tile, tile) float32 of one window of ``grid``."""
+    w1 = axis_weights(grid)
+    return np.outer(w1, w1).astype(np.float32)
+
+
 def axis_weight_sum(offsets: tuple[int, ...], weights: np.ndarray, length: int) -> np.ndarray:
     """Sum of the 1-D window weights placed at ``offsets``, over ``[0, length)`` (float32)."""
     total = np.zeros(length, dtype=np.float64)
@@ -98,8 +114,8 @@ class StripAccumulator:
         ``(c0, c1)`` to keep."""
         self.grid = grid
         self.c0, self.c1 = cols if cols is not None else (0, grid.width)
-        w1 = ramp(grid.tile, grid.overlap)
-        self.weights2d = window_weights(grid.tile, grid.overlap)
+        w1 = axis_weights(grid)
+        self.weights2d = grid_weights(grid)
         self._wx = axis_weight_sum(grid.xs, w1, grid.width)[self.c0 : self.c1]
         self._wy = axis_weight_sum(grid.ys, w1, grid.height)
         rows = min(grid.tile, grid.height)

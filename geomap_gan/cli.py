@@ -132,6 +132,22 @@ def _tqdm_train_progress(quiet: bool) -> Callable[[dict[str, float]], None] | No
     "--gan-mode", type=click.Choice(["vanilla", "lsgan", "hinge"]), default="vanilla",
     show_default=True,
 )  # fmt: skip
+@click.option(
+    "--num-downs", default=8, show_default=True,
+    help="U-Net levels (8: pix2pix unet_256; 5-6 bound the receptive field).",
+)  # fmt: skip
+@click.option("--antialias/--no-antialias", default=False, show_default=True,
+              help="Blur before each subsampling (less dependence on the stride phase).")  # fmt: skip
+@click.option("--init-from", default=None, help="Warm start G from this model file's tensors.")
+@click.option("--aug-dihedral/--no-aug-dihedral", default=False, show_default=True,
+              help="The 8 rotations/flips.")  # fmt: skip
+@click.option("--aug-scale", default=0.0, show_default=True,
+              help="Scale jitter: crop side x [1/(1+S), 1+S], resized to the crop size.")  # fmt: skip
+@click.option("--aug-photometric/--no-aug-photometric", default=False, show_default=True,
+              help="Brightness, contrast, gamma, saturation, hue, gain, haze (aerial only).")  # fmt: skip
+@click.option("--aug-blur/--no-aug-blur", default=False, show_default=True)
+@click.option("--aug-noise/--no-aug-noise", default=False, show_default=True)
+@click.option("--aug-jpeg/--no-aug-jpeg", default=False, show_default=True)
 @click.option("--lambda-l1", default=100.0, show_default=True, help="Weight of the L1 term.")
 @click.option("--lr", default=2e-4, show_default=True)
 @click.option("--beta1", default=0.5, show_default=True)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .augment import Augment, random_crop, random_dihedral, random_photometric
 from .errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,22 @@ def load_split(
     return np.stack(arrays), LoadReport(len(arrays), tuple(skipped))
 
 
+QUANTILE_LEVELS = tuple(i / 20 for i in range(21))  # 0, 5, ..., 100 %
+
+
+def aerial_quantiles(pairs: np.ndarray, direction: Direction = "AtoB") -> list[list[float]]:
+    """Per-channel quantiles (R, G, B rows, at QUANTILE_LEVELS) of the input halves, in [0, 255].
+
+    Why: the model card carries the training aerials' distribution, so that the renderer can
+    tell a scene far from it (domain warning) and map a scene's distribution onto it
+    (radiometric harmonisation).
+    """
+    src = pairs[:, 0 if direction == "AtoB" else 1]
+    flat = src.reshape(-1, 3)[:: max(1, src.size // 3 // 2_000_000)]  # about 2 M pixels
+    q = np.quantile(flat, QUANTILE_LEVELS, axis=0).T
+    return [[round(float(v), 2) for v in row] for row in q]
+
+
 def to_model_range(x: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float [-1, 1] (the model card's 'x/127.5-1')."""
     return x.float().div_(127.5).sub_(1.0)
@@ -118,7 +135,9 @@ class MapsDataset(Dataset):
     """Pairs as (input, target) float tensors (3, crop, crop) in [-1, 1].
 
     With ``train=True``: random crop of ``crop`` px from the load size and random horizontal flip,
-    the same for both halves. With ``train=False``: the whole load-size image, unchanged.
+    the same for both halves (pix2pix), plus whatever ``augment`` turns on (rotations, scale
+    jitter for both halves; sensor changes for the aerial only). With ``train=False``: the whole
+    load-size image, unchanged.
     """
 
     def __init__(
@@ -127,6 +146,7 @@ class MapsDataset(Dataset):
         crop: int = 256,
         train: bool = True,
         direction: Direction = "AtoB",
+        augment: Augment | None = None,
     ) -> None:
         # (N, 2, H, W, 3) -> (N, 6, H, W): channels first, A then B.
         n, _, h, w, _ = pairs.shape
@@ -134,18 +154,25 @@ class MapsDataset(Dataset):
         self.crop = crop if train else h
         self.train = train
         self.direction = direction
+        self.augment = augment or Augment()
 
     def __len__(self) -> int:
         return self.pairs.shape[0]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.pairs[i]
-        if self.train:
-            size = x.shape[-1]
-            top, left = torch.randint(0, size - self.crop + 1, (2,)).tolist()
-            x = x[:, top : top + self.crop, left : left + self.crop]
+        aug = self.augment
+        if not self.train:
+            x = to_model_range(x)
+        elif not (aug.scale or aug.dihedral or aug.any_pixel):
+            x = to_model_range(random_crop(x, self.crop, 0.0))
             if torch.rand(()) < 0.5:
                 x = x.flip(-1)
-        x = to_model_range(x)
+        else:
+            x = random_crop(x.float() / 255, self.crop, aug.scale)
+            x = random_dihedral(x) if aug.dihedral else (x.flip(-1) if torch.rand(()) < 0.5 else x)
+            aerial = 0 if self.direction == "AtoB" else 3
+            x[aerial : aerial + 3] = random_photometric(x[aerial : aerial + 3], aug)
+            x = x * 2 - 1
         a, b = x[:3], x[3:]
         return (a, b) if self.direction == "AtoB" else (b, a)

@@ -44,6 +44,9 @@ class ModelCard:
     arch: str = "unet_256"
     ngf: int = 64
     num_downs: int = 8
+    antialias: bool = False
+    receptive_field: int = 0  # px each side an output pixel depends on (0: unknown, old files)
+    input_quantiles: list[list[float]] = field(default_factory=list)  # training aerials, R,G,B
     norm: str = "batch"
     in_channels: int = 3
     out_channels: int = 3
@@ -98,6 +101,7 @@ def build_generator(card: ModelCard) -> UnetGenerator:
         card.ngf,
         card.num_downs,
         norm=card.norm,  # type: ignore[arg-type]
+        antialias=card.antialias,
     )
 
 

@@ -10,12 +10,38 @@ Tensors are (B, C, H, W) in [-1, 1].
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 NormName = Literal["batch", "instance"]
+
+# [1, 2, 1] x [1, 2, 1] / 16: the binomial low-pass that anti-aliased CNNs (Zhang 2019) apply
+# before every subsampling, so a feature no longer depends on the stride phase it lands on.
+_BINOMIAL = torch.tensor([1.0, 2.0, 1.0])
+
+
+class BlurDownConv(nn.Conv2d):
+    """A strided convolution that low-passes its input first (3x3 binomial, reflect padding).
+
+    Why a Conv2d subclass: the weights keep the plain convolution's name and shape, so a
+    non-antialiased model's weights load into it (warm start) and BatchNorm folding still works.
+    The filter is a non-persistent buffer: model files hold only learned tensors.
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        k = torch.outer(_BINOMIAL, _BINOMIAL) / 16.0
+        self.register_buffer("blur", k.expand(self.in_channels, 1, 3, 3).clone(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.conv2d(
+            F.pad(x, (1, 1, 1, 1), mode="reflect"), self.blur.to(x.dtype), groups=x.shape[1]
+        )
+        return super().forward(x)
 
 
 def _norm_layer(norm: NormName) -> type[nn.Module]:
@@ -41,13 +67,15 @@ class UnetSkipBlock(nn.Module):
         innermost: bool = False,
         norm: NormName = "batch",
         dropout: bool = False,
+        antialias: bool = False,
     ) -> None:
         super().__init__()
         self.outermost = outermost
         norm_layer = _norm_layer(norm)
         use_bias = norm == "instance"  # BatchNorm has its own shift, a conv bias would be redundant
         input_nc = outer_nc if input_nc is None else input_nc
-        downconv = nn.Conv2d(input_nc, inner_nc, 4, stride=2, padding=1, bias=use_bias)
+        conv = BlurDownConv if antialias else nn.Conv2d
+        downconv = conv(input_nc, inner_nc, 4, stride=2, padding=1, bias=use_bias)
         downrelu = nn.LeakyReLU(0.2)
         uprelu = nn.ReLU(inplace=True)  # its input is always a fresh tensor (cat or conv output)
         layers: list[nn.Module]
@@ -76,9 +104,13 @@ class UnetSkipBlock(nn.Module):
 
 
 class UnetGenerator(nn.Module):
-    """pix2pix ``unet_256``: 8 stride-2 levels take a 256x256 input to 1x1 and back.
+    """pix2pix U-Net: ``num_downs`` stride-2 levels and back, with skip connections.
 
-    Works on any input whose sides are multiples of 2**num_downs (256 by default).
+    ``num_downs=8`` is pix2pix's ``unet_256`` (a 256x256 input goes down to 1x1, so every output
+    pixel depends on the whole window). Fewer levels bound the receptive field
+    (:func:`generator_receptive_field`), which is what lets the renderer make a map that depends
+    on the content alone. ``antialias`` blurs before each subsampling (:class:`BlurDownConv`).
+    Works on any input whose sides are multiples of 2**num_downs.
     """
 
     def __init__(
@@ -89,18 +121,21 @@ class UnetGenerator(nn.Module):
         num_downs: int = 8,
         norm: NormName = "batch",
         dropout: bool = True,
+        antialias: bool = False,
     ) -> None:
         super().__init__()
         if num_downs < 5:
             raise ValueError("num_downs must be at least 5 (the four outer levels are fixed)")
         self.num_downs = num_downs
-        block = UnetSkipBlock(ngf * 8, ngf * 8, innermost=True, norm=norm)
+        self.antialias = antialias
+        kw = {"norm": norm, "antialias": antialias}
+        block = UnetSkipBlock(ngf * 8, ngf * 8, innermost=True, **kw)  # type: ignore[arg-type]
         for _ in range(num_downs - 5):
-            block = UnetSkipBlock(ngf * 8, ngf * 8, submodule=block, norm=norm, dropout=dropout)
-        block = UnetSkipBlock(ngf * 4, ngf * 8, submodule=block, norm=norm)
-        block = UnetSkipBlock(ngf * 2, ngf * 4, submodule=block, norm=norm)
-        block = UnetSkipBlock(ngf, ngf * 2, submodule=block, norm=norm)
-        self.model = UnetSkipBlock(output_nc, ngf, input_nc, block, outermost=True, norm=norm)
+            block = UnetSkipBlock(ngf * 8, ngf * 8, submodule=block, dropout=dropout, **kw)  # type: ignore[arg-type]
+        block = UnetSkipBlock(ngf * 4, ngf * 8, submodule=block, **kw)  # type: ignore[arg-type]
+        block = UnetSkipBlock(ngf * 2, ngf * 4, submodule=block, **kw)  # type: ignore[arg-type]
+        block = UnetSkipBlock(ngf, ngf * 2, submodule=block, **kw)  # type: ignore[arg-type]
+        self.model = UnetSkipBlock(output_nc, ngf, input_nc, block, outermost=True, **kw)  # type: ignore[arg-type]
 
     @property
     def multiple(self) -> int:
@@ -109,6 +144,58 @@ class UnetGenerator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+
+def receptive_radius(num_downs: int, antialias: bool) -> int:
+    """Pixels on each side of an output pixel that it may depend on (the larger side)."""
+    return max(generator_receptive_field(num_downs, antialias))
+
+
+_NONLINEAR = (nn.LeakyReLU, nn.ReLU, nn.Tanh, nn.Dropout, nn.BatchNorm2d)
+
+
+def _linearise(module: nn.Module) -> None:
+    """Replace every activation, dropout and norm layer below ``module`` by the identity."""
+    for name, child in module.named_children():
+        if isinstance(child, _NONLINEAR):
+            setattr(module, name, nn.Identity())
+        else:
+            _linearise(child)
+
+
+@functools.cache
+def generator_receptive_field(num_downs: int, antialias: bool) -> tuple[int, int]:
+    """(before, after): how many input pixels before and after an output pixel it depends on,
+    the worst case over every stride phase, exactly, from the architecture.
+
+    Why measured this way: the dependency of a U-Net output on its input is the union over skip
+    paths of conv, blur and transposed-conv footprints and varies with the phase; rather than a
+    hand formula that could drift from the code, a structural copy (one channel per level,
+    positive averaging weights, no nonlinearity, float64) is run backwards from a block of
+    2**num_downs outputs (every phase) and the support of the gradient is read off. Positive
+    weights cannot cancel, so the support is exactly the structural receptive field.
+    """
+    net = UnetGenerator(1, 1, ngf=1, num_downs=num_downs, dropout=False, antialias=antialias)
+    net = net.double().eval()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                m.weight.fill_(1.0 / m.weight[0].numel())
+                if m.bias is not None:
+                    m.bias.zero_()
+    _linearise(net)
+    step = 2**num_downs
+    size = step * 16  # room for a receptive field of up to 15 strides around the middle block
+    x = torch.zeros(1, 1, size, size, dtype=torch.float64, requires_grad=True)
+    y = net(x)
+    y0 = size // 2
+    y[0, 0, y0 : y0 + step, y0 : y0 + step].sum().backward()
+    assert x.grad is not None
+    cols = torch.nonzero(x.grad[0, 0].abs().sum(0) > 0).flatten()
+    first, last = int(cols.min()), int(cols.max())
+    if first == 0 or last == size - 1:
+        raise ValueError(f"receptive field of num_downs={num_downs} exceeds {size} px")
+    return y0 - first, last - (y0 + step - 1)
 
 
 class PatchDiscriminator(nn.Module):

@@ -195,10 +195,15 @@ def model_grid(ds: DatasetReader, gsd: float, max_upscale: float) -> tuple[Grid,
         )
     t = ds.transform
     rx, ry = gsd / kx, gsd / ky
-    # Rounded, so the footprint matches within half a pixel and every pixel centre is inside.
-    width = max(1, round(ds.width * abs(t.a) / rx))
-    height = max(1, round(ds.height * abs(t.e) / ry))
-    transform = Affine(math.copysign(rx, t.a), 0.0, t.c, 0.0, math.copysign(ry, t.e), t.f)
+    # The corners snap to the nearest multiple of the pixel size in the CRS (GDAL's -tap), so
+    # every scene resampled to this GSD lands on one lattice: overlapping scenes, or a scene
+    # and a cut-out of it, sample the same points and the network sees the same stride phase.
+    # Rounded, so the footprint still matches within half a pixel on every side.
+    x0, x1 = (round(v / rx) * rx for v in (t.c, t.c + ds.width * t.a))
+    y0, y1 = (round(v / ry) * ry for v in (t.f, t.f + ds.height * t.e))
+    width = max(1, round(abs(x1 - x0) / rx))
+    height = max(1, round(abs(y1 - y0) / ry))
+    transform = Affine(math.copysign(rx, t.a), 0.0, x0, 0.0, math.copysign(ry, t.e), y0)
     return Grid(width, height, transform, ds.crs), scene_gsd
 
 

@@ -30,12 +30,12 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from .blend import StripAccumulator, window_weights
+from .blend import StripAccumulator, grid_weights
 from .data import to_model_range
 from .errors import InputError, RenderCancelled
 from .modelfile import MapModel, ModelCard, load_model
 from .raster import one_line
-from .tiling import AoiFilter, TileGrid, TileWindow
+from .tiling import AoiFilter, TileGrid, TileWindow, fitting_window
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,8 @@ class RenderOptions:
     creation options of the output driver (``--co``).
     """
 
-    overlap: int = 32
+    overlap: int = 32  # blended windows only (models without a bounded receptive field)
+    window: int = 1024  # window side for bounded-receptive-field models (see tile_grid)
     batch_size: int = 0  # windows per forward pass; 0: AUTO_BATCH for the device
     device: str = "auto"
     amp: bool = True
@@ -98,6 +99,8 @@ class RenderOptions:
         """InputError for values that cannot work with a model of ``tile`` pixel windows."""
         if not 0 <= self.overlap < tile:
             raise InputError(f"--overlap must be 0 to {tile - 1} pixels, got {self.overlap}")
+        if not 64 <= self.window <= 8192:
+            raise InputError(f"--window must be 64 to 8192 pixels, got {self.window}")
         if self.panel_width < 0 or self.threads < 0:
             raise InputError("panel_width and threads must be 0 or more")
         if self.batch_size < 0:
@@ -257,7 +260,9 @@ class _Generator:
         self.batch_size = batch_size
         self.compiled = False
         if compile is not False:
-            worth_it = compile is True or (device.type == "cpu" and windows >= COMPILE_MIN_WINDOWS)
+            pixels = windows * len(weights) ** 2  # as many pixels as COMPILE_MIN_WINDOWS of 256
+            big = pixels >= COMPILE_MIN_WINDOWS * 256**2
+            worth_it = compile is True or (device.type == "cpu" and big)
             self.compiled = self._compile(len(weights), build=worth_it)
 
     def _compile(self, tile: int, build: bool) -> bool:
@@ -583,6 +588,19 @@ class RenderPlan:
         return [(a, b) for a, b in zip(edges, edges[1:], strict=False) if b > a]
 
 
+@dataclass(frozen=True)
+class _SizeOnly:
+    """A grid of a size only (no georeferencing): what tile_grid needs to size windows."""
+
+    width: int
+    height: int
+    transform: Any = None
+    crs: Any = None
+
+
+_LARGE_GRID = _SizeOnly(16384, 16384)
+
+
 def prepare_compiled(
     model: MapModel | str | Path | None = None, options: RenderOptions | None = None
 ) -> bool:
@@ -592,17 +610,49 @@ def prepare_compiled(
     options = options or RenderOptions()
     device = torch.device("cpu")
     mapmodel = _resolve_model(model, device)
-    tile = mapmodel.card.tile_size
-    options.validate(tile)
-    weights = window_weights(tile, options.overlap)
-    batch = _batch_size(options, device)
+    options.validate(mapmodel.card.tile_size)
+    tiles = tile_grid(mapmodel.card, options, _LARGE_GRID)  # the windows of a large scene
+    weights = grid_weights(tiles)
+    batch = _batch_size(options, device, tiles.tile)
     return _Generator(mapmodel, device, options.amp, weights, batch, compile=True).compiled
 
 
-def _batch_size(options: RenderOptions, device: torch.device) -> int:
-    """Windows per forward pass: the option, or AUTO_BATCH for the device when it is 0. One
-    rule for render() and prepare_compiled(), whose compiled library must match the render's."""
-    return options.batch_size or AUTO_BATCH.get(device.type, 8)
+def _batch_size(options: RenderOptions, device: torch.device, tile: int = 256) -> int:
+    """Windows per forward pass: the option, or AUTO_BATCH (pixels of 256 px windows) for the
+    device when it is 0, fewer for larger windows. One rule for render() and
+    prepare_compiled(), whose compiled library must match the render's."""
+    if options.batch_size:
+        return options.batch_size
+    return max(1, AUTO_BATCH.get(device.type, 8) * 256**2 // tile**2)
+
+
+def lattice_phase(transform: Any, multiple: int) -> tuple[int, int]:
+    """Window start offsets (x, y) modulo ``multiple`` that put windows on the CRS lattice of
+    the render grid's pixel size: column ``-c/a`` and row ``-f/e`` of the grid's origin counted
+    from the CRS origin. Two scenes on the same lattice then share the network's stride phase
+    and agree exactly where they overlap, wherever each one starts."""
+    col = round(transform.c / transform.a) if transform.a else 0
+    row = round(transform.f / transform.e) if transform.e else 0
+    return (-col) % multiple, (-row) % multiple
+
+
+def tile_grid(card: ModelCard, options: RenderOptions, grid: Any) -> TileGrid:
+    """The windows of a render: for a model with a bounded receptive field (in its card), core
+    windows of ``options.window`` px (or one window that fits a small scene) whose margins, the
+    receptive field rounded up to the network's stride, are computed and dropped; otherwise
+    ``tile_size`` windows blended over ``options.overlap``."""
+    if card.receptive_field <= 0:
+        return TileGrid.over(grid.width, grid.height, card.tile_size, options.overlap)
+    multiple = 2**card.num_downs
+    margin = -(-card.receptive_field // multiple) * multiple
+    phase = lattice_phase(grid.transform, multiple) if grid.crs is not None else (0, 0)
+    window = max(-(-options.window // multiple) * multiple, 2 * margin + multiple)
+    fits = max(
+        fitting_window(grid.width, margin, phase[0], multiple),
+        fitting_window(grid.height, margin, phase[1], multiple),
+    )
+    window = min(window, fits)
+    return TileGrid.cores(grid.width, grid.height, window, margin, phase, multiple)
 
 
 def plan_render(
@@ -625,7 +675,7 @@ def plan_render(
         card = load_model(model, "cpu").card
     with rasterio.Env(), raster.open_raster(src) as ds:
         plan = _plan(ds, card, options, stats=False)
-    tiles = TileGrid.over(plan.grid.width, plan.grid.height, card.tile_size, options.overlap)
+    tiles = tile_grid(card, options, plan.grid)
     return RenderPlan(
         width=plan.grid.width,
         height=plan.grid.height,
@@ -633,7 +683,7 @@ def plan_render(
         crs=plan.grid.crs.to_string() if plan.grid.crs else None,
         gsd=plan.gsd,
         scene_gsd=plan.scene_gsd,
-        tile=card.tile_size,
+        tile=tiles.tile,
         overlap=options.overlap,
         window_rows=tiles.ys,
         windows_per_row=len(tiles.xs),
@@ -676,22 +726,22 @@ def render(
         device = resolve_device(options.device)
         if device.type == "cpu":
             keep_freed_memory()
-        options = replace(options, batch_size=_batch_size(options, device))
         if options.threads or device.type != "cpu":
             torch.set_num_threads(
                 options.threads or min(ACCELERATOR_CPU_THREADS, os.cpu_count() or 1)
             )
         mapmodel = _resolve_model(model, device)
-        tile = mapmodel.card.tile_size
         plan = _plan(ds, mapmodel.card, options)
         watch.check(str(src))
-        tiles = TileGrid.over(plan.grid.width, plan.grid.height, tile, options.overlap)
+        tiles = tile_grid(mapmodel.card, options, plan.grid)
+        tile = tiles.tile
+        options = replace(options, batch_size=_batch_size(options, device, tile))
         source = raster.render_source(ds, plan.grid)
         if source is not ds:
             stack.enter_context(source)
         log.info(
             "%s: %dx%d px, bands %s, %s m/px -> render grid %dx%d px at %s m/px, %d windows of "
-            "%d px (overlap %d), device %s",
+            "%d px (overlap %d, margin %d), device %s",
             src,
             ds.width,
             ds.height,
@@ -703,9 +753,10 @@ def render(
             len(tiles),
             tile,
             options.overlap,
+            tiles.margin,
             device,
         )
-        weights = window_weights(tile, options.overlap)
+        weights = grid_weights(tiles)
         generator = _Generator(mapmodel, device, options.amp, weights, options.batch_size,
                                options.compile, len(tiles))  # fmt: skip
         reader = raster.RegionReader(source, plan.bands, plan.stretch, str(src), watch)

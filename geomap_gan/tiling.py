@@ -58,9 +58,44 @@ def axis_offsets(length: int, tile: int, overlap: int) -> list[int]:
     return [start + k * stride for k in range(count)]
 
 
+def core_offsets(length: int, window: int, margin: int, phase: int, multiple: int) -> list[int]:
+    """Window start offsets along one axis for a network with a bounded receptive field.
+
+    Each window keeps only its core, ``[start + margin, start + window - margin)``; the cores
+    tile the axis without gaps or overlap, and every start is congruent to ``phase`` modulo
+    ``multiple`` (the network's total stride), so that a pixel's output depends on the content
+    around it and on its position in the CRS lattice, never on which window it fell in.
+    ``margin`` and ``window`` must be multiples of ``multiple``.
+    """
+    if length < 1:
+        raise ValueError(f"axis length must be positive, got {length}")
+    if margin % multiple or window % multiple or window <= 2 * margin:
+        raise ValueError(
+            f"need window and margin multiples of {multiple} and window > 2 x margin, "
+            f"got {window}, {margin}"
+        )
+    first = -margin - ((-margin - phase) % multiple)  # largest start <= -margin at the phase
+    stride = window - 2 * margin
+    count = max(1, math.ceil((length - (first + margin)) / stride))
+    return [first + k * stride for k in range(count)]
+
+
+def fitting_window(length: int, margin: int, phase: int, multiple: int) -> int:
+    """The smallest window (a multiple of ``multiple``) whose core covers ``length`` pixels in
+    one piece: small scenes get one window that fits them instead of a large padded one."""
+    first = -margin - ((-margin - phase) % multiple)
+    need = length + margin - first
+    return -(-need // multiple) * multiple
+
+
 @dataclass(frozen=True)
 class TileGrid:
-    """All windows over a raster, in row-major order."""
+    """All windows over a raster, in row-major order.
+
+    Blended grids (``margin`` 0) weight each window with a raised-cosine ramp over ``overlap``
+    pixels; core grids (``margin`` > 0) weight a window 1 on its core and 0 on its margins, so
+    each pixel comes from exactly one window, bit for bit.
+    """
 
     width: int
     height: int
@@ -68,6 +103,7 @@ class TileGrid:
     overlap: int
     xs: tuple[int, ...]
     ys: tuple[int, ...]
+    margin: int = 0
 
     @classmethod
     def over(cls, width: int, height: int, tile: int, overlap: int) -> TileGrid:
@@ -80,6 +116,22 @@ class TileGrid:
             tuple(axis_offsets(width, tile, overlap)),
             tuple(axis_offsets(height, tile, overlap)),
         )
+
+    @classmethod
+    def cores(
+        cls,
+        width: int,
+        height: int,
+        window: int,
+        margin: int,
+        phase: tuple[int, int] = (0, 0),
+        multiple: int = 1,
+    ) -> TileGrid:
+        """The core grid (see :func:`core_offsets`) over a ``width`` x ``height`` raster, with
+        ``phase`` (x, y) the window start offsets modulo ``multiple``."""
+        xs = core_offsets(width, window, margin, phase[0], multiple)
+        ys = core_offsets(height, window, margin, phase[1], multiple)
+        return cls(width, height, window, 0, tuple(xs), tuple(ys), margin)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -100,11 +152,6 @@ class TileGrid:
         if row + 1 >= len(self.ys):
             return self.height
         return min(max(self.ys[row + 1], 0), self.height)
-
-
-def iter_windows(width: int, height: int, tile: int, overlap: int) -> Iterator[TileWindow]:
-    """Row-major windows covering a ``width`` x ``height`` raster (see :class:`TileGrid`)."""
-    return iter(TileGrid.over(width, height, tile, overlap))
 
 
 class AoiFilter:

@@ -32,18 +32,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import __version__
-from .data import MapsDataset, load_split, to_model_range
+from .augment import Augment
+from .data import MapsDataset, aerial_quantiles, load_split, to_model_range
 from .device import autocast, resolve_device
 from .errors import CheckpointError, DatasetError, InputError
 from .metrics import METRIC_KEYS, evaluate_arrays, save_sample_grid
 from .modelfile import MAPS_ORIGINAL_GSD, MAPS_ORIGINAL_SIZE, MapModel, ModelCard, save_model
-from .nets import PatchDiscriminator, UnetGenerator, init_weights
+from .nets import PatchDiscriminator, UnetGenerator, init_weights, receptive_radius
 
 log = logging.getLogger(__name__)
 
 GanMode = Literal["vanilla", "lsgan", "hinge"]
 # A checkpoint must match the run it resumes in these fields (architecture and data layout).
-ARCH_FIELDS = ("ngf", "ndf", "norm", "direction", "crop_size", "load_size")
+ARCH_FIELDS = (
+    "ngf", "ndf", "norm", "num_downs", "antialias", "direction", "crop_size", "load_size",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,15 @@ class TrainConfig:
     ngf: int = 64
     ndf: int = 64
     norm: Literal["batch", "instance"] = "batch"
+    num_downs: int = 8  # U-Net levels; fewer bound the receptive field (nets.UnetGenerator)
+    antialias: bool = False  # blur before each subsampling (nets.BlurDownConv)
+    init_from: str | None = None  # warm start: a model file whose matching tensors G starts from
+    aug_dihedral: bool = False  # the 8 rotations/flips (augment.Augment)
+    aug_scale: float = 0.0  # scale jitter around the model GSD, e.g. 0.2 for 1/1.2 to 1.2
+    aug_photometric: bool = False  # brightness, contrast, gamma, saturation, hue, gain, haze
+    aug_blur: bool = False
+    aug_noise: bool = False
+    aug_jpeg: bool = False
     gan_mode: GanMode = "vanilla"
     lambda_l1: float = 100.0
     lr: float = 2e-4
@@ -87,6 +99,17 @@ class TrainConfig:
     @property
     def total_epochs(self) -> int:
         return self.epochs + self.epochs_decay
+
+    @property
+    def augment(self) -> Augment:
+        return Augment(
+            self.aug_dihedral,
+            self.aug_scale,
+            self.aug_photometric,
+            self.aug_blur,
+            self.aug_noise,
+            self.aug_jpeg,
+        )
 
     @property
     def gsd(self) -> float:
@@ -165,6 +188,37 @@ def recalibrate_batchnorm(
     g.train(was_training)
 
 
+def warm_start(g: UnetGenerator, path: str | Path) -> int:
+    """Copy into ``g`` every tensor of the model file at ``path`` whose name and shape match, and
+    the innermost level's up-convolution and norm from the file's innermost level.
+
+    Why: a shallower U-Net shares all its outer levels with a deeper one (same names, same
+    shapes), so a model trained for hours keeps what it knows about roads and parks; only the
+    levels that were cut need learning again. Returns the number of tensors copied.
+    """
+    from .modelfile import load_model
+
+    src = load_model(path).generator.state_dict()
+    dst = g.state_dict()
+    inner_src, inner_dst = _innermost_prefix(src), _innermost_prefix(dst)
+    copied = 0
+    for key, value in dst.items():
+        candidate = src.get(key)
+        if key.startswith(inner_dst) and key[len(inner_dst) :].split(".")[0] in {"3", "4"}:
+            candidate = src.get(inner_src + key[len(inner_dst) :])
+        if candidate is not None and candidate.shape == value.shape:
+            value.copy_(candidate.to(value.dtype))
+            copied += 1
+    log.info("warm start from %s: %d of %d tensors copied", path, copied, len(dst))
+    return copied
+
+
+def _innermost_prefix(state: dict[str, torch.Tensor]) -> str:
+    """The key prefix of a U-Net state dict's innermost block (the deepest 'model.' nesting)."""
+    deepest = max(state, key=lambda k: k.count("model."))
+    return deepest[: deepest.rindex("model.") + len("model.")]
+
+
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
@@ -202,7 +256,13 @@ class Trainer:
         )
         self.skipped = report.skipped
         self.val_pairs = self._load_val()
-        self.G = init_weights(UnetGenerator(ngf=cfg.ngf, norm=cfg.norm))
+        self.G = init_weights(
+            UnetGenerator(
+                ngf=cfg.ngf, num_downs=cfg.num_downs, norm=cfg.norm, antialias=cfg.antialias
+            )
+        )
+        if cfg.init_from:
+            warm_start(self.G, cfg.init_from)
         self.D = init_weights(PatchDiscriminator(ndf=cfg.ndf, norm=cfg.norm))
         for net in (self.G, self.D):
             net.to(self.device, memory_format=torch.channels_last)
@@ -408,6 +468,10 @@ class Trainer:
         card = ModelCard(
             name=cfg.name or f"pix2pix-maps-ngf{cfg.ngf}",
             ngf=cfg.ngf,
+            num_downs=cfg.num_downs,
+            antialias=cfg.antialias,
+            receptive_field=receptive_radius(cfg.num_downs, cfg.antialias),
+            input_quantiles=aerial_quantiles(self.train_pairs, cfg.direction),
             norm=cfg.norm,
             tile_size=cfg.crop_size,
             gsd=round(cfg.gsd, 4),
@@ -434,7 +498,8 @@ class Trainer:
 
     # ---- the loop ----------------------------------------------------------------------------
     def _loader(self) -> torch.utils.data.DataLoader:
-        ds = MapsDataset(self.train_pairs, self.cfg.crop_size, True, self.cfg.direction)
+        cfg = self.cfg
+        ds = MapsDataset(self.train_pairs, cfg.crop_size, True, cfg.direction, cfg.augment)
         sampler = None
         if self.world > 1:
             sampler = torch.utils.data.DistributedSampler(ds, seed=self.cfg.seed, drop_last=True)
