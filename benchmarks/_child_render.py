@@ -14,8 +14,11 @@ CHILD = """
 import json, sys
 sys.path.insert(0, {bench!r})
 from render_throughput import random_model
+from geomap_gan.device import configure_process, resolve_device
 from geomap_gan.render import RenderOptions, render
-result = render({scene!r}, {out!r}, random_model({ngf}), RenderOptions(**{options!r}))
+options = RenderOptions(**{options!r})
+configure_process(resolve_device(options.device), options.threads)  # as the CLI does
+result = render({scene!r}, {out!r}, random_model({ngf}), options)
 import torch
 gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
 print(json.dumps(dict(seconds=result.seconds, windows=result.windows, mp=result.megapixels,

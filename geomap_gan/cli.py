@@ -370,7 +370,12 @@ _GENERATOR_OPTIONS = [
     click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=None,
                   help="Model file (default: the bundled model)."),
     click.option("--overlap", default=32, show_default=True,
-                  help="Overlap of neighbouring windows, pixels of the model grid."),
+                  help="Overlap of blended windows, pixels of the model grid (models whose card "
+                  "has no receptive field, such as v1 files)."),
+    click.option("--window", default=1024, show_default=True,
+                  help="Window side for models with a bounded receptive field: each window keeps "
+                  "the part whose receptive field lies inside it; small scenes get one window "
+                  "that fits."),
     click.option("--batch-size", default=0, show_default=True,
                   help="Windows per forward pass; 0: 4 on CPU, 16 on a CUDA GPU."),
     click.option("--amp/--no-amp", default=True, show_default=True,
@@ -399,6 +404,9 @@ _RENDER_OPTIONS = [
                   show_default=True, help="COG: Cloud Optimized GeoTIFF with overviews."),
     click.option("--co", "creation_options", multiple=True, metavar="NAME=VALUE",
                   help="GDAL creation option of the output driver (repeatable)."),
+    click.option("--harmonize/--no-harmonize", default=False, show_default=True,
+                  help="Map the scene's per-channel colour distribution onto the training "
+                  "aerials' (from the model card) before the model sees it."),
     click.option("--overwrite", is_flag=True, help="Replace OUT if it exists."),
     click.option("--allow-ungeoreferenced", is_flag=True,
                   help="Render an input without CRS/geotransform in pixel space."),
@@ -452,7 +460,7 @@ def render(
     """
     import dataclasses
 
-    from .device import resolve_device
+    from .device import configure_process, resolve_device
     from .modelfile import load_model
     from .render import RenderOptions, plan_render
     from .render import render as run_render
@@ -467,7 +475,9 @@ def render(
     if scheduler or strips:
         _render_strips(src, dst, model, options, scheduler, strips, quiet, as_json)
         return
-    mapmodel = load_model(model, resolve_device(options.device))
+    device = resolve_device(options.device)
+    configure_process(device, options.threads)  # the CLI owns the process, render() does not
+    mapmodel = load_model(model, device)
     plan = plan_render(src, mapmodel, options)  # fails fast on bad input, sizes the progress bar
     with _RenderBar(quiet, plan.megapixels) as progress:
         result = run_render(src, dst, mapmodel, options, progress=progress)
@@ -622,7 +632,9 @@ def render_many(
 # ---- evaluate ------------------------------------------------------------------------------------
 @cli.command("compile")
 @generator_options
-def compile_command(model: Path | None, overlap: int, batch_size: int, amp: bool) -> None:
+def compile_command(
+    model: Path | None, overlap: int, window: int, batch_size: int, amp: bool
+) -> None:
     """Compile the generator for this machine's CPU now (10-20 s, once per model and machine),
     so that CPU renders with the same options run it compiled from their first window (about
     1.7x faster per window) instead of building it during a render.
@@ -633,7 +645,9 @@ def compile_command(model: Path | None, overlap: int, batch_size: int, amp: bool
     """
     from .render import RenderOptions, prepare_compiled
 
-    options = RenderOptions(overlap=overlap, batch_size=batch_size, amp=amp, device="cpu")
+    options = RenderOptions(
+        overlap=overlap, window=window, batch_size=batch_size, amp=amp, device="cpu"
+    )
     if not prepare_compiled(model, options):
         raise GeomapGanError(
             "the generator could not be compiled here (see the warning above; a C++ compiler "

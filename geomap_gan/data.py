@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 
 from .augment import Augment, random_crop, random_dihedral, random_photometric
 from .errors import DatasetError
+from .radiometry import channel_quantiles
 
 log = logging.getLogger(__name__)
 
@@ -105,11 +106,8 @@ def load_split(
     return np.stack(arrays), LoadReport(len(arrays), tuple(skipped))
 
 
-QUANTILE_LEVELS = tuple(i / 20 for i in range(21))  # 0, 5, ..., 100 %
-
-
 def aerial_quantiles(pairs: np.ndarray, direction: Direction = "AtoB") -> list[list[float]]:
-    """Per-channel quantiles (R, G, B rows, at QUANTILE_LEVELS) of the input halves, in [0, 255].
+    """Per-channel quantiles (R, G, B rows, at radiometry.QUANTILE_LEVELS) of the input halves.
 
     Why: the model card carries the training aerials' distribution, so that the renderer can
     tell a scene far from it (domain warning) and map a scene's distribution onto it
@@ -117,7 +115,7 @@ def aerial_quantiles(pairs: np.ndarray, direction: Direction = "AtoB") -> list[l
     """
     src = pairs[:, 0 if direction == "AtoB" else 1]
     flat = src.reshape(-1, 3)[:: max(1, src.size // 3 // 2_000_000)]  # about 2 M pixels
-    q = np.quantile(flat, QUANTILE_LEVELS, axis=0).T
+    q = channel_quantiles(flat.T)
     return [[round(float(v), 2) for v in row] for row in q]
 
 

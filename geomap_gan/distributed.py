@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from xml.sax.saxutils import escape
 
+from . import files
 from .errors import GeomapGanError, InputError, OutputError, OutputExistsError
 
 if TYPE_CHECKING:
@@ -245,13 +246,13 @@ def _worker_device(requested: str) -> str:
     return f"cuda:{index % torch.cuda.device_count()}"
 
 
-def _configure_threads(hosts: dict[str, int]) -> None:
-    """Give torch this worker's share of the host's cores (Dask's nanny sets OMP_NUM_THREADS=1,
-    which would leave a lone worker on a many-core host with one thread)."""
+def _configure_threads(hosts: dict[str, int], device: str, threads: int) -> None:
+    """The worker set-up owns its process: give torch this worker's share of the host's cores
+    (Dask's nanny sets OMP_NUM_THREADS=1, which would leave a lone worker on a many-core host
+    with one thread), or ``threads``, and the allocator setting (device.configure_process)."""
     global _THREADS_SET
     if _THREADS_SET:
         return
-    import torch
 
     try:
         from distributed import get_worker
@@ -259,8 +260,9 @@ def _configure_threads(hosts: dict[str, int]) -> None:
         host = get_worker().address.split("://")[-1].rsplit(":", 1)[0]
     except ValueError:
         host = ""
-    share = max(1, (os.cpu_count() or 1) // max(1, hosts.get(host, 1)))
-    torch.set_num_threads(share)
+    from .device import configure_process, resolve_device
+
+    configure_process(resolve_device(device), threads, share=max(1, hosts.get(host, 1)))
     _THREADS_SET = True
 
 
@@ -329,17 +331,20 @@ def render_scene_task(
     out = Path(dst)
     if not options.overwrite and is_complete(out):  # a previous attempt got this far
         return SceneResult(src, dst, "skipped", worker=worker)
+    if not options.overwrite and (out.exists() or out.is_symlink()):
+        error = f"{out} exists and is not a complete raster; pass --overwrite to replace it"
+        return SceneResult(src, dst, "failed", error=error, worker=worker)
     stage = _staging(out)
     shutil.rmtree(stage, ignore_errors=True)
     t0 = time.perf_counter()
     try:
-        _configure_threads(hosts)
         device = _worker_device(options.device)
+        _configure_threads(hosts, device, options.threads)
         model, cached = worker_model(model_path, device)
         stage.mkdir(parents=True)
         opts = dataclasses.replace(options, device=device, overwrite=True)
         result = render(src, stage / out.name, model, opts)
-        os.replace(stage / out.name, out)
+        files.publish(stage / out.name, out, options.overwrite)
     except GeomapGanError as exc:
         return SceneResult(src, dst, "failed", error=str(exc), worker=worker)
     finally:
@@ -370,8 +375,8 @@ def render_strip_task(
     from .render import render
 
     t0 = time.perf_counter()
-    _configure_threads(hosts)
     device = _worker_device(options.device)
+    _configure_threads(hosts, device, options.threads)
     model, _ = worker_model(model_path, device)
     render(src, dst, model, dataclasses.replace(options, device=device))
     return dst, time.perf_counter() - t0
@@ -466,6 +471,9 @@ def render_many(
     for i, (src, dst) in enumerate(zip(sources, dsts, strict=True)):
         if not options.overwrite and is_complete(dst):
             results[i] = SceneResult(str(src), str(dst), "skipped")
+        elif not options.overwrite and (dst.exists() or dst.is_symlink()):
+            error = f"{dst} exists and is not a complete raster; pass --overwrite to replace it"
+            results[i] = SceneResult(str(src), str(dst), "failed", error=error)
         else:
             todo.append(i)
     log.info("%d scene(s): %d to render, %d already done", len(sources), len(todo), len(results))
@@ -604,9 +612,8 @@ def write_vrt(paths: Sequence[Path], vrt: Path) -> Path:
             ]
         lines.append("  </VRTRasterBand>")
     lines.append("</VRTDataset>")
-    tmp = vrt.with_name(f".{vrt.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, vrt)
+    with files.atomic_output(vrt) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
     return vrt
 
 
@@ -633,7 +640,6 @@ def render_strips(
     ``<dst stem>_strips/`` and ``dst`` is a VRT over them (no copy: fastest for huge scenes).
     ``progress``, ``watch`` and ``on_client`` as in :func:`render_many`, counting strips.
     """
-    from . import raster
     from .modelfile import load_model
     from .render import RenderOptions, plan_render
 
@@ -645,7 +651,7 @@ def render_strips(
             "strip rendering writes at the model's GSD; leave out --output-res native "
             "(or render without --strips)"
         )
-    dst_path = raster.check_output(src, dst, options.overwrite)
+    dst_path = files.check_output(dst, options.overwrite, [src])
     as_vrt = dst_path.suffix.lower() == ".vrt"
     model = str(Path(model_path).expanduser().absolute()) if model_path else None
     card = load_model(model).card  # a bad model file fails here, before any worker starts
@@ -748,8 +754,8 @@ def assemble_strips(
         alpha = first.count == 4
         grid = raster.Grid(first.width, strips[-1][1], first.transform, first.crs)
     co = options.creation_options if options.driver == "GTiff" else {}
-    with raster.atomic_output(dst) as tmp:
-        target = tmp if options.driver == "GTiff" else raster.scratch_path(dst, "strips")
+    with files.atomic_output(dst, options.overwrite) as tmp:
+        target = tmp if options.driver == "GTiff" else files.temp_path(dst, "strips")
         try:
             out = raster.create_output(target, grid, alpha, co)
             try:

@@ -11,9 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
-import tempfile
-import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,7 +27,8 @@ from rasterio.io import DatasetReader, DatasetWriter
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from .errors import InputError, OutputError, OutputExistsError
+from .errors import InputError, OutputError
+from .radiometry import apply_lut
 from .tiling import reflect_index
 
 log = logging.getLogger(__name__)
@@ -276,12 +274,10 @@ def _stats_windows(width: int, height: int) -> list[Window]:
     return [Window(int(x), int(y), size_x, size_y) for y in np.unique(ys) for x in np.unique(xs)]
 
 
-def percentile_stretch(
-    ds: DatasetReader, bands: Sequence[int], percentiles: tuple[float, float] = (2.0, 98.0)
-) -> Stretch:
-    """Robust per-band stretch from the valid pixels of a sample of the scene: the whole scene
-    when small, else the overview nearest 1 MP when there is one, else an 8 x 8 grid of 128 px
-    windows (so a big scene is never read twice)."""
+def sample_pixels(ds: DatasetReader, bands: Sequence[int]) -> np.ndarray:
+    """(3, N) float64 values of the valid pixels of a sample of the scene: the whole scene when
+    small, else the overview nearest 1 MP when there is one, else an 8 x 8 grid of 128 px
+    windows (so a big scene is never read twice). InputError when no pixel is valid."""
     samples: list[tuple[np.ndarray, np.ndarray]] = []
     pixels = ds.width * ds.height
     overviews = ds.overviews(bands[0])
@@ -306,8 +302,15 @@ def percentile_stretch(
     valid &= np.isfinite(data).all(axis=0)
     if not valid.any():
         raise InputError(f"{ds.name} has no valid pixels (all nodata); nothing to render")
-    low = np.percentile(data[:, valid], percentiles[0], axis=1)
-    high = np.percentile(data[:, valid], percentiles[1], axis=1)
+    return data[:, valid]
+
+
+def percentile_stretch(
+    values: np.ndarray, percentiles: tuple[float, float] = (2.0, 98.0)
+) -> Stretch:
+    """Robust per-band stretch of (3, N) sampled values (:func:`sample_pixels`)."""
+    low = np.percentile(values, percentiles[0], axis=1)
+    high = np.percentile(values, percentiles[1], axis=1)
     high = np.where(high > low, high, low + 1)
     log.info(
         "8-bit stretch (p%g-p%g) per band: %s",
@@ -456,8 +459,11 @@ class RegionReader:
         stretch: Stretch | None,
         name: str,
         watch: CorruptionWatch | None = None,
+        lut: np.ndarray | None = None,
     ) -> None:
+        """``lut``: (3, 256) uint8 applied to the 8-bit data (radiometric harmonisation)."""
         self.ds = ds
+        self.lut = lut
         self.watch = watch
         self.bands = list(bands)
         self.stretch = stretch
@@ -518,6 +524,8 @@ class RegionReader:
             rgb = np.clip(data, 0, 255).astype(np.uint8)
         else:
             rgb = np.ascontiguousarray(data)
+        if self.lut is not None:
+            rgb = apply_lut(rgb, self.lut)
         return rgb, valid
 
     def _get(self, span: Window) -> tuple[np.ndarray, np.ndarray]:
@@ -534,58 +542,6 @@ class RegionReader:
 
 
 # ---- output --------------------------------------------------------------------------------------
-def check_output(src: str | Path, dst: str | Path, overwrite: bool) -> Path:
-    """Validate the output path before any work: not the input, folder exists and is writable,
-    no existing file unless ``overwrite``. Returns the absolute output path."""
-    dst_path = Path(dst).expanduser().absolute()
-    src_path = Path(src).expanduser().absolute()
-    if dst_path.resolve() == src_path.resolve() or (
-        dst_path.exists() and src_path.exists() and os.path.samefile(dst_path, src_path)
-    ):
-        raise OutputError(f"output {dst} is the input; choose another output path")
-    folder = dst_path.parent
-    if not folder.is_dir():
-        raise OutputError(f"output folder {folder} does not exist; create it first")
-    if dst_path.is_dir():
-        raise OutputError(f"output {dst} is a folder; give a file name such as map.tif")
-    if dst_path.exists() and not overwrite:
-        raise OutputExistsError(f"output {dst} exists; pass --overwrite to replace it")
-    return dst_path
-
-
-def current_umask() -> int:
-    """The process umask (reading it means setting it; restored at once)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-@contextlib.contextmanager
-def atomic_output(dst: Path) -> Iterator[Path]:
-    """Yield a temporary path in ``dst``'s folder; on success it replaces ``dst`` (os.replace),
-    on any exception (including cancel and Ctrl-C) it is removed, so no partial ``dst`` exists."""
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    except OSError as exc:
-        raise OutputError(
-            f"cannot write in {dst.parent} ({exc.strerror}); choose a writable output folder"
-        ) from exc
-    os.close(fd)
-    tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~current_umask())  # mkstemp's 0600 would survive the rename
-    try:
-        yield tmp_path
-        os.replace(tmp_path, dst)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
-
-
-def scratch_path(dst: Path, tag: str) -> Path:
-    """A unique name for an intermediate file beside ``dst`` (caller removes it)."""
-    return dst.parent / f".{dst.name}.{tag}.{uuid.uuid4().hex[:8]}.tmp"
-
-
 def _upper_options(options: Mapping[str, str]) -> dict[str, str]:
     return {str(k).upper(): str(v) for k, v in options.items()}
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import queue
 import threading
 import time
@@ -30,10 +29,12 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from . import files
 from .blend import StripAccumulator, grid_weights
 from .data import to_model_range
 from .errors import InputError, RenderCancelled
 from .modelfile import MapModel, ModelCard, load_model
+from .radiometry import DOMAIN_WARNING_LEVELS, channel_quantiles, domain_distance, harmonizing_lut
 from .raster import one_line
 from .tiling import AoiFilter, TileGrid, TileWindow, fitting_window
 
@@ -52,10 +53,11 @@ COMPILE_MIN_WINDOWS = 2000
 # ngf=32 U-Net at 3.5 ms/window against 4.3 at batch 8 (same process, interleaved) and eager at
 # the same speed as 8; GPUs want larger batches.
 AUTO_BATCH = {"cpu": 4, "cuda": 16, "mps": 8}
-# torch's CPU threads when the model runs on a GPU (threads=0): the CPU then only blends tiles,
-# and torch's default pool, one thread per core, spins against the reader and writer threads
-# (16-core H100 host, 8192^2: 13.0 MP/s with 16 threads, 25.7-28.9 with 1 to 8)
-ACCELERATOR_CPU_THREADS = 2
+# Memory a batch may take: the U-Net's activations are about ACTIVATION_BYTES_PER_PIXEL per
+# window pixel (ngf=32, fp32 eager, measured peak over input size), so --batch-size 100000 on a
+# one-window scene no longer asks for 19.6 GB.
+BATCH_MEMORY_BYTES = 4 * 2**30
+ACTIVATION_BYTES_PER_PIXEL = 1000
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class RenderOptions:
     aoi_crs: str | None = None
     driver: Literal["GTiff", "COG"] = "GTiff"
     creation_options: Mapping[str, str] = field(default_factory=dict)
+    harmonize: bool = False  # map the scene's per-channel distribution onto the training one
     overwrite: bool = False
     allow_ungeoreferenced: bool = False
     percentiles: tuple[float, float] = (2.0, 98.0)
@@ -101,8 +104,10 @@ class RenderOptions:
             raise InputError(f"--overlap must be 0 to {tile - 1} pixels, got {self.overlap}")
         if not 64 <= self.window <= 8192:
             raise InputError(f"--window must be 64 to 8192 pixels, got {self.window}")
-        if self.panel_width < 0 or self.threads < 0:
-            raise InputError("panel_width and threads must be 0 or more")
+        if self.threads < 0:
+            raise InputError(f"--threads must be 0 (auto) or more, got {self.threads}")
+        if self.panel_width < 0:
+            raise InputError(f"panel_width must be 0 (whole width) or more, got {self.panel_width}")
         if self.batch_size < 0:
             raise InputError(f"--batch-size must be 0 (auto) or more, got {self.batch_size}")
         if self.gsd is not None and not self.gsd > 0:
@@ -138,6 +143,8 @@ class RenderResult:
     windows: int  # windows run through the model
     windows_skipped: int  # windows outside the AOI or all nodata
     seconds: float
+    domain_distance: float | None = None  # grey levels from the training aerials (radiometry)
+    warnings: tuple[str, ...] = ()
 
     @property
     def megapixels_per_second(self) -> float:
@@ -325,6 +332,8 @@ class _Plan:
     aoi_native_px: Any  # AOI in input-grid pixels, or None
     alpha: bool
     rows: tuple[int, int]  # render-grid rows [start, stop) to write
+    lut: np.ndarray | None = None  # (3, 256) radiometric harmonisation, or None
+    domain_distance: float | None = None  # grey levels from the training aerials (radiometry)
 
     @property
     def part(self) -> Any:
@@ -360,17 +369,30 @@ def _plan(ds: Any, card: ModelCard, options: RenderOptions, stats: bool = True) 
         aoi_px = aoi_to_pixels(geom, crs, grid)
         if options.output_res == "native":
             aoi_native_px = aoi_to_pixels(geom, crs, native)
+    uint8 = np.dtype(ds.dtypes[bands[0] - 1]) == np.uint8
+    training = np.asarray(card.input_quantiles, dtype=np.float64)
+    sample = None
+    if stats and ((options.scale is None and not uint8) or training.shape == (3, 21)):
+        sample = raster.sample_pixels(ds, bands)
     if options.scale is not None:
         stretch = raster.fixed_stretch(options.scale)
-    elif stats and np.dtype(ds.dtypes[bands[0] - 1]) != np.uint8:
-        stretch = raster.percentile_stretch(ds, bands, options.percentiles)
+    elif sample is not None and not uint8:
+        stretch = raster.percentile_stretch(sample, options.percentiles)
     else:
         stretch = None
+    lut, distance = None, None
+    if sample is not None and training.shape == (3, 21):
+        eight_bit = stretch.apply(sample[:, None, :])[:, 0] if stretch else np.clip(sample, 0, 255)
+        scene_q = channel_quantiles(eight_bit)
+        distance = domain_distance(scene_q, training)
+        if options.harmonize:
+            lut = harmonizing_lut(scene_q, training)
     alpha = raster.has_nodata_mask(ds) or options.aoi is not None
     rows = options.row_range or (0, grid.height)
     if rows[1] > grid.height:
         raise InputError(f"row_range {rows} goes past the render grid's {grid.height} rows")
-    return _Plan(grid, native, bands, stretch, scene_gsd, gsd, aoi_px, aoi_native_px, alpha, rows)
+    return _Plan(grid, native, bands, stretch, scene_gsd, gsd, aoi_px, aoi_native_px, alpha, rows,
+                 lut, distance)  # fmt: skip
 
 
 def _read_windows(
@@ -617,13 +639,20 @@ def prepare_compiled(
     return _Generator(mapmodel, device, options.amp, weights, batch, compile=True).compiled
 
 
-def _batch_size(options: RenderOptions, device: torch.device, tile: int = 256) -> int:
-    """Windows per forward pass: the option, or AUTO_BATCH (pixels of 256 px windows) for the
-    device when it is 0, fewer for larger windows. One rule for render() and
-    prepare_compiled(), whose compiled library must match the render's."""
-    if options.batch_size:
-        return options.batch_size
-    return max(1, AUTO_BATCH.get(device.type, 8) * 256**2 // tile**2)
+def _batch_size(
+    options: RenderOptions, device: torch.device, tile: int = 256, windows: int = 0
+) -> int:
+    """Windows per forward pass. One rule for render() and prepare_compiled(), whose compiled
+    library must match the render's.
+
+    0 (auto): AUTO_BATCH for the device, in 256 px windows' worth of pixels for larger windows.
+    A number the user gave is capped by the scene's ``windows`` (when known) and by
+    BATCH_MEMORY_BYTES of activations, so that a typo cannot exhaust the machine's memory.
+    """
+    if not options.batch_size:
+        return max(1, AUTO_BATCH.get(device.type, 8) * 256**2 // max(tile, 256) ** 2)
+    cap = max(1, BATCH_MEMORY_BYTES // (tile * tile * ACTIVATION_BYTES_PER_PIXEL))
+    return max(1, min(options.batch_size, cap, windows or options.batch_size))
 
 
 def lattice_phase(transform: Any, multiple: int) -> tuple[int, int]:
@@ -715,27 +744,22 @@ def render(
     import rasterio
 
     from . import raster
-    from .device import keep_freed_memory, resolve_device
+    from .device import resolve_device
 
     options = options or RenderOptions()
     start = time.perf_counter()
-    dst_path = raster.check_output(src, dst, options.overwrite)
+    dst_path = files.check_output(dst, options.overwrite, [src])
     env = rasterio.Env(GDAL_CACHEMAX=options.gdal_cache_mb, GDAL_ERROR_ON_LIBJPEG_WARNING=True)
     with env, raster.watch_corruption() as watch, contextlib.ExitStack() as stack:
         ds = stack.enter_context(raster.open_raster(src))
+        files.check_output(dst_path, options.overwrite, [src, *ds.files])  # a VRT's sources
         device = resolve_device(options.device)
-        if device.type == "cpu":
-            keep_freed_memory()
-        if options.threads or device.type != "cpu":
-            torch.set_num_threads(
-                options.threads or min(ACCELERATOR_CPU_THREADS, os.cpu_count() or 1)
-            )
         mapmodel = _resolve_model(model, device)
         plan = _plan(ds, mapmodel.card, options)
         watch.check(str(src))
         tiles = tile_grid(mapmodel.card, options, plan.grid)
         tile = tiles.tile
-        options = replace(options, batch_size=_batch_size(options, device, tile))
+        options = replace(options, batch_size=_batch_size(options, device, tile, len(tiles)))
         source = raster.render_source(ds, plan.grid)
         if source is not ds:
             stack.enter_context(source)
@@ -759,7 +783,10 @@ def render(
         weights = grid_weights(tiles)
         generator = _Generator(mapmodel, device, options.amp, weights, options.batch_size,
                                options.compile, len(tiles))  # fmt: skip
-        reader = raster.RegionReader(source, plan.bands, plan.stretch, str(src), watch)
+        reader = raster.RegionReader(source, plan.bands, plan.stretch, str(src), watch, plan.lut)
+        warnings = _domain_warnings(plan, options)
+        for w in warnings:
+            log.warning("%s: %s", src, w)
         aoi = AoiFilter(plan.aoi_px) if plan.aoi_px is not None else None
         native = options.output_res == "native" and plan.grid != plan.native
         rows = window_rows(tiles, *plan.rows)
@@ -791,6 +818,8 @@ def render(
         windows=rendered,
         windows_skipped=skipped,
         seconds=seconds,
+        domain_distance=plan.domain_distance,
+        warnings=tuple(warnings),
     )
     log.info(
         "wrote %s: %dx%d px, %d windows (%d skipped) in %.1f s, %.2f MP/s",
@@ -803,6 +832,20 @@ def render(
         result.megapixels_per_second,
     )
     return result
+
+
+def _domain_warnings(plan: _Plan, options: RenderOptions) -> list[str]:
+    """One line when the scene's colours are far from the training aerials', with what to try."""
+    d = plan.domain_distance
+    if d is None or d <= DOMAIN_WARNING_LEVELS:
+        return []
+    tips = "check --bands and --scale"
+    if not options.harmonize:
+        tips = "try --harmonize, and " + tips
+    return [
+        f"the scene's colours are far from the model's training aerials ({d:.0f} grey levels "
+        f"apart, over {DOMAIN_WARNING_LEVELS:.0f} is unusual); the map may be unreliable: {tips}"
+    ]
 
 
 def _co(options: RenderOptions, native: bool) -> Mapping[str, str]:
@@ -832,17 +875,17 @@ def _output_chain(
 
     scratch: list[Path] = []
     try:
-        with raster.atomic_output(dst) as tmp:
+        with files.atomic_output(dst, options.overwrite) as tmp:
             if not native and options.driver == "GTiff":
                 yield tmp, lambda ds, plan, watch: None
                 return
-            render_path = raster.scratch_path(dst, "model")
+            render_path = files.temp_path(dst, "model")
             scratch.append(render_path)
 
             def finish(ds: Any, plan: _Plan, watch: Any) -> None:
                 current = render_path
                 if native:
-                    target = tmp if options.driver == "GTiff" else raster.scratch_path(dst, "n")
+                    target = tmp if options.driver == "GTiff" else files.temp_path(dst, "n")
                     if target != tmp:
                         scratch.append(target)
                     alpha = plan.alpha

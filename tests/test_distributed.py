@@ -196,16 +196,22 @@ def test_resume_skips_complete_outputs(
     # what a crash leaves: a killed worker's staging folder, and a damaged file under a final name
     (out / STAGING_DIR / "naip_q10.tif").mkdir(parents=True)
     (out / STAGING_DIR / "naip_q10.tif" / ".naip_q10.tif.x.tmp").write_bytes(b"partial")
-    (out / "naip_q11.tif").write_bytes((out / "naip_q00.tif").read_bytes()[:5000])
+    # a truncated copy under a scene's name is the user's file: reported, never replaced
+    damaged = (out / "naip_q00.tif").read_bytes()[:5000]
+    (out / "naip_q11.tif").write_bytes(damaged)
     assert not is_complete(out / "naip_q11.tif")
     again = render_many(quarters, out, model_file, OPTS, scheduler=client)
     assert sorted(Path(s.src).name for s in again.skipped) == ["naip_q00.tif", "naip_q01.tif"]
-    assert sorted(Path(s.src).name for s in again.rendered) == ["naip_q10.tif", "naip_q11.tif"]
+    assert sorted(Path(s.src).name for s in again.rendered) == ["naip_q10.tif"]
+    (failed,) = again.failed
+    assert Path(failed.src).name == "naip_q11.tif" and "--overwrite" in failed.error
+    assert (out / "naip_q11.tif").read_bytes() == damaged
     assert {n: (out / n).stat().st_mtime_ns for n in stamps} == stamps  # skipped: untouched
-    assert all(is_complete(out / f"naip_q{k}.tif") for k in ("00", "01", "10", "11"))
+    assert all(is_complete(out / f"naip_q{k}.tif") for k in ("00", "01", "10"))
     assert not (out / STAGING_DIR).exists()
+    (out / "naip_q11.tif").unlink()
     third = render_many(quarters, out, model_file, OPTS, scheduler=client)
-    assert len(third.skipped) == 4 and not third.rendered
+    assert len(third.skipped) == 3 and [Path(s.src).name for s in third.rendered] == ["naip_q11.tif"]
 
 
 class FlakyRender(WorkerPlugin):

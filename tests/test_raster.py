@@ -14,7 +14,7 @@ from rasterio.crs import CRS
 from rasterio.enums import ColorInterp
 
 from geomap_gan import raster
-from geomap_gan.errors import InputError, OutputError, OutputExistsError
+from geomap_gan.errors import InputError
 
 CI = ColorInterp
 
@@ -124,7 +124,7 @@ def test_percentile_stretch_ignores_nodata_and_nan(tmp_path):
     data[0, 10, 10] = np.nan
     path = write_geotiff(tmp_path / "f.tif", data, nodata=-9999)
     with raster.open_raster(path) as ds:
-        s = raster.percentile_stretch(ds, (1, 2, 3))
+        s = raster.percentile_stretch(raster.sample_pixels(ds, (1, 2, 3)))
     assert all(1000 <= lo < 1100 for lo in s.low)
     assert all(1900 < hi <= 2000 for hi in s.high)
     out = s.apply(np.array([[[1000.0, 2000.0, np.nan]]] * 3))
@@ -136,7 +136,7 @@ def test_percentile_stretch_samples_big_scenes_without_reading_all(tmp_path, mon
     path = write_geotiff(tmp_path / "u16.tif", data, tiled=True, blockxsize=64, blockysize=64)
     monkeypatch.setattr(raster, "STATS_FULL_READ_LIMIT", 1000)
     with raster.open_raster(path) as ds:
-        s = raster.percentile_stretch(ds, (1, 2, 3))
+        s = raster.percentile_stretch(raster.sample_pixels(ds, (1, 2, 3)))
     assert s.low[0] <= 25 and s.high[0] >= 275  # 2nd and 98th percentiles of 0..299
 
 
@@ -209,37 +209,6 @@ def test_region_reader_honours_nodata_alpha_and_masks(tmp_path):
 
 
 # ---- output --------------------------------------------------------------------------------------
-def test_check_output(tmp_path):
-    src = write_geotiff(tmp_path / "in.tif", noise_rgb(4, 4))
-    with pytest.raises(OutputError, match="is the input"):
-        raster.check_output(src, tmp_path / "." / "in.tif", overwrite=True)
-    with pytest.raises(OutputError, match="does not exist"):
-        raster.check_output(src, tmp_path / "nope" / "out.tif", overwrite=False)
-    with pytest.raises(OutputExistsError, match="--overwrite"):
-        raster.check_output(tmp_path / "other.tif", src, overwrite=False)
-    assert raster.check_output(src, tmp_path / "out.tif", overwrite=False).is_absolute()
-
-
-def test_atomic_output_leaves_nothing_on_failure(tmp_path):
-    dst = tmp_path / "out.tif"
-    with pytest.raises(RuntimeError), raster.atomic_output(dst) as tmp:
-        tmp.write_bytes(b"partial")
-        raise RuntimeError("boom")
-    assert list(tmp_path.iterdir()) == []
-    with raster.atomic_output(dst) as tmp:
-        tmp.write_bytes(b"done")
-    assert dst.read_bytes() == b"done" and list(tmp_path.iterdir()) == [dst]
-
-
-def test_atomic_output_in_unwritable_folder_is_an_output_error(tmp_path, monkeypatch):
-    def refuse(*args, **kwargs):
-        raise PermissionError(13, "Permission denied")
-
-    monkeypatch.setattr(raster.tempfile, "mkstemp", refuse)
-    with pytest.raises(OutputError, match="cannot write in"), raster.atomic_output(tmp_path / "o"):
-        pass
-
-
 def test_block_row_writer_writes_whole_blocks_and_alpha(tmp_path):
     grid = raster.Grid(40, 600, Affine(1, 0, 0, 0, -1, 0), CRS.from_epsg(32631))
     path = tmp_path / "o.tif"
