@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .errors import GeomapGanError
+from .errors import GeomapGanError, InputError
 
 log = logging.getLogger("geomap_gan")
 
@@ -175,8 +175,9 @@ def _tqdm_train_progress(quiet: bool) -> Callable[[dict[str, float]], None] | No
 @click.option("--max-steps", type=int, default=None, help="Stop after N updates.")
 @click.option("--name", default="", help="Model name for the card.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt.")
+@click.option("--overwrite", is_flag=True, help="Start over in an OUT that holds an earlier run.")
 @click.pass_context
-def train(ctx: click.Context, data_dir: Path, resume: bool, **opts: Any) -> None:
+def train(ctx: click.Context, data_dir: Path, resume: bool, overwrite: bool, **opts: Any) -> None:
     """Train a pix2pix generator on an A|B pair folder (DATA_DIR/train, DATA_DIR/val).
 
     Writes OUT/checkpoint.pt, OUT/log.csv, OUT/samples/*.png and OUT/model.safetensors.
@@ -194,7 +195,7 @@ def train(ctx: click.Context, data_dir: Path, resume: bool, **opts: Any) -> None
     trainer = Trainer(cfg, progress=_tqdm_train_progress(ctx.obj["quiet"]), command=_command_line())
     if trainer.skipped:
         click.echo(f"Warning: skipped {len(trainer.skipped)} unreadable image(s)", err=True)
-    metrics = trainer.fit(resume=resume)
+    metrics = trainer.fit(resume=resume, overwrite=overwrite)
     if trainer.is_main:
         click.echo(f"model written to {trainer.out / 'model.safetensors'}")
         if metrics:
@@ -668,6 +669,7 @@ def compile_command(
 @click.option("--grid", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write a PNG grid: input | generated | real map.")  # fmt: skip
 @click.option("--grid-count", default=8, show_default=True, help="Pairs in the grid.")
+@click.option("--overwrite", is_flag=True, help="Replace the --grid file if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def evaluate(
     data_dir: Path,
@@ -679,6 +681,7 @@ def evaluate(
     limit: int | None,
     grid: Path | None,
     grid_count: int,
+    overwrite: bool,
     as_json: bool,
 ) -> None:
     """Score a model on every pair of DATA_DIR/SPLIT at 256x256: RMSE, acc5/acc10, PSNR, SSIM
@@ -690,7 +693,13 @@ def evaluate(
     """
     from .metrics import evaluate as run_evaluate
 
-    result = run_evaluate(model, data_dir, split, batch_size, device, amp, limit, grid, grid_count)
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be 1 or more, got {batch_size}")
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit must be 1 or more, got {limit}")
+    result = run_evaluate(
+        model, data_dir, split, batch_size, device, amp, limit, grid, grid_count, overwrite
+    )
     _echo_json_or_table(result, as_json)
 
 

@@ -67,7 +67,9 @@ def check_output(dst: str | Path, overwrite: bool, inputs: Iterable[str | Path] 
             continue
         src_path = Path(src).expanduser().absolute()
         if _same_file(dst_path, src_path):
-            raise OutputError(f"output {dst} is the input (or one of its files); choose another output path")
+            raise OutputError(
+                f"output {dst} is the input (or one of its files); choose another output path"
+            )
         if any(_same_file(dst_path, s) for s in _sidecars(src_path)):
             raise OutputError(
                 f"output {dst} is a sidecar file of the input {src_path.name} (GDAL reads it "

@@ -135,7 +135,7 @@ def save_sample_grid(
     fakes = generate_uint8(generator, pairs[:, src], torch.device(device), amp)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(sample_grid(pairs[:, src], fakes, pairs[:, dst])).save(path)
+    Image.fromarray(sample_grid(pairs[:, src], fakes, pairs[:, dst])).save(path, format="PNG")
     return path
 
 
@@ -170,14 +170,19 @@ def evaluate(
     limit: int | None = None,
     grid: str | Path | None = None,
     grid_count: int = 8,
+    overwrite: bool = False,
 ) -> dict[str, float | str]:
     """Evaluate a model file on every pair of ``data_dir/split`` at 256x256 (halves resized to
     the model's tile size, no crop, no flip). Returns the keys of METRIC_KEYS plus ``model``.
-    With ``grid``, also writes a PNG of ``grid_count`` evenly spaced pairs (input | ours | real)."""
-    from .data import load_split
+    With ``grid``, also writes a PNG of ``grid_count`` evenly spaced pairs (input | ours | real);
+    an existing file there is replaced only with ``overwrite``, an image of the split never."""
+    from . import files
+    from .data import list_pairs, load_split
     from .device import resolve_device
     from .modelfile import load_model
 
+    if grid is not None:
+        grid = files.check_output(grid, overwrite, list_pairs(data_dir, split))
     dev = resolve_device(device)
     model = load_model(model_path, dev)
     pairs, _ = load_split(data_dir, split, model.card.tile_size, limit=limit)
@@ -187,5 +192,6 @@ def evaluate(
     result["model"] = model.card.name
     if grid is not None:
         picks = np.linspace(0, len(pairs) - 1, min(grid_count, len(pairs))).round().astype(int)
-        save_sample_grid(model.generator, pairs[picks], grid, model.card.direction, dev, amp)
+        with files.atomic_output(grid, overwrite) as tmp:
+            save_sample_grid(model.generator, pairs[picks], tmp, model.card.direction, dev, amp)
     return result

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from . import files
 from .errors import ModelFileError
 from .nets import UnetGenerator
 
@@ -62,6 +63,53 @@ class ModelCard:
     git_commit: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
 
+    def validate(self) -> ModelCard:
+        """ModelFileError unless every field has the type and range the renderer relies on;
+        checked before anything is built from the card (a card claiming ngf=2048 would ask for
+        17 GB). Returns the card."""
+        checks: list[tuple[str, object, type | tuple[type, ...], float, float]] = [
+            ("ngf", self.ngf, int, 1, 256),
+            ("num_downs", self.num_downs, int, 5, 9),
+            ("in_channels", self.in_channels, int, 3, 3),
+            ("out_channels", self.out_channels, int, 3, 3),
+            ("tile_size", self.tile_size, int, 32, 4096),
+            ("gsd", self.gsd, (int, float), 0.01, 10_000),
+            ("receptive_field", self.receptive_field, int, 0, 100_000),
+            ("epochs", self.epochs, int, 0, 10**7),
+        ]
+        for name, value, types, lo, hi in checks:
+            if isinstance(value, bool) or not isinstance(value, types):
+                raise ModelFileError(f"model card field {name} is {value!r}, not a number")
+            if not (lo <= value <= hi):  # also refuses NaN
+                raise ModelFileError(f"model card field {name}={value!r} is outside {lo}..{hi}")
+        if self.arch != "unet_256":
+            raise ModelFileError(f"unsupported architecture {self.arch!r}; expected 'unet_256'")
+        if self.norm not in ("batch", "instance") or not isinstance(self.antialias, bool):
+            raise ModelFileError(f"model card norm {self.norm!r} or antialias is malformed")
+        if self.tile_size % 2**self.num_downs:
+            raise ModelFileError(
+                f"model card tile_size {self.tile_size} is not a multiple of 2**num_downs "
+                f"({2**self.num_downs}); the file is damaged or not a geomap-gan model"
+            )
+        if self.receptive_field:
+            from .nets import receptive_radius
+
+            actual = receptive_radius(self.num_downs, self.antialias)
+            if self.receptive_field != actual:
+                raise ModelFileError(
+                    f"model card says receptive field {self.receptive_field} px, the "
+                    f"architecture has {actual}; the card is damaged"
+                )
+        q = self.input_quantiles
+        if q and not (
+            isinstance(q, list)
+            and len(q) == 3
+            and all(isinstance(r, list) and len(r) == 21 for r in q)
+            and all(isinstance(v, (int, float)) and 0 <= v <= 255 for r in q for v in r)
+        ):
+            raise ModelFileError("model card input_quantiles is not 3 rows of 21 values 0..255")
+        return self
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
@@ -92,9 +140,7 @@ class MapModel:
 
 
 def build_generator(card: ModelCard) -> UnetGenerator:
-    """The empty generator a card describes."""
-    if card.arch != "unet_256":
-        raise ModelFileError(f"unsupported architecture {card.arch!r}; expected 'unet_256'")
+    """The empty generator a (validated) card describes."""
     return UnetGenerator(
         card.in_channels,
         card.out_channels,
@@ -114,12 +160,9 @@ def save_model(model: MapModel, path: str | Path, half: bool = True) -> Path:
         for k, v in model.generator.state_dict().items()
     }
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata={"format": FORMAT, CARD_KEY: model.card.to_json()})
-    mask = os.umask(0o022)  # safetensors writes 0600; give the file the usual permissions
-    os.umask(mask)
-    os.chmod(tmp, 0o666 & ~mask)
-    tmp.replace(path)
+    with files.atomic_output(path) as tmp:
+        save_file(state, str(tmp), metadata={"format": FORMAT, CARD_KEY: model.card.to_json()})
+        os.chmod(tmp, 0o666 & ~files.current_umask())  # safetensors writes 0600
     return path
 
 
@@ -139,12 +182,19 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
 
 def _read_torch_state(path: Path) -> dict[str, torch.Tensor]:
     """A raw generator state dict saved with torch.save, loaded without unpickling code."""
+    import pickle
+
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for foreign or unsafe files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except pickle.UnpicklingError as exc:  # torch's text advises an unsafe reload: never repeat it
         raise ModelFileError(
-            f"{path} is neither a safetensors model file nor a torch state dict ({first})"
+            f"{path} is not a plain tensor state dict: it holds Python objects, which a safe "
+            "load refuses to run; use a .safetensors model file"
+        ) from exc
+    except Exception as exc:  # torch raises many types for foreign or damaged files
+        raise ModelFileError(
+            f"{path} is neither a safetensors model file nor a torch state dict "
+            f"({type(exc).__name__}); check the path"
         ) from exc
     for key in ("G", "generator", "state_dict"):  # also accept our training checkpoints
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
@@ -185,8 +235,9 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
     else:
         state = _read_torch_state(path)
         card = _card_from_state(state, path)
-    generator = build_generator(card)
-    expected = generator.state_dict()
+    card.validate()
+    with torch.device("meta"):  # shapes only: nothing is allocated before they match the file
+        expected = build_generator(card).state_dict()
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
     if missing or extra:
@@ -203,6 +254,7 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
             )
         if state[k].is_floating_point() and not torch.isfinite(state[k]).all():
             raise ModelFileError(f"{path}: tensor {k} holds NaN or infinite values")
+    generator = build_generator(card)
     generator.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
     generator.to(device).eval()
     return MapModel(generator, card)

@@ -31,7 +31,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from . import __version__
+from . import __version__, files
 from .augment import Augment
 from .data import MapsDataset, aerial_quantiles, load_split, to_model_range
 from .device import autocast, resolve_device
@@ -43,6 +43,8 @@ from .nets import PatchDiscriminator, UnetGenerator, init_weights, receptive_rad
 log = logging.getLogger(__name__)
 
 GanMode = Literal["vanilla", "lsgan", "hinge"]
+# The files of a run folder that a fresh run must not silently replace or append to.
+RUN_FILES = ("checkpoint.pt", "log.csv", "model.safetensors")
 # A checkpoint must match the run it resumes in these fields (architecture and data layout).
 ARCH_FIELDS = (
     "ngf", "ndf", "norm", "num_downs", "antialias", "direction", "crop_size", "load_size",
@@ -220,9 +222,8 @@ def _innermost_prefix(state: dict[str, torch.Tensor]) -> str:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with files.atomic_output(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _numpy_rng_state() -> tuple[torch.Tensor, int]:
@@ -513,15 +514,27 @@ class Trainer:
             persistent_workers=self.cfg.workers > 0,
         )
 
-    def fit(self, resume: bool = False) -> dict[str, float]:
-        """Train to ``total_epochs``; Ctrl-C saves a checkpoint (the interrupted epoch reruns)."""
+    def fit(self, resume: bool = False, overwrite: bool = False) -> dict[str, float]:
+        """Train to ``total_epochs``; Ctrl-C saves a checkpoint (the interrupted epoch reruns).
+
+        A fresh run (no ``resume``) refuses an ``out_dir`` that holds an earlier run's files
+        (checkpoint, log, model) unless ``overwrite``, which removes them first: a model or a
+        log is never replaced or appended to by accident.
+        """
         cfg = self.cfg
+        if self.out.exists() and not self.out.is_dir():
+            raise CheckpointError(f"--out {self.out} is a file; give a folder for the run")
+        earlier = [self.out / n for n in RUN_FILES if (self.out / n).exists()]
         if resume:
             self.load_checkpoint()
-        elif self.is_main and self.checkpoint_path.exists():
+        elif self.is_main and earlier and not overwrite:
             raise CheckpointError(
-                f"{self.checkpoint_path} exists; pass --resume to continue or choose another --out"
+                f"{earlier[0]} exists (an earlier run); pass --resume to continue it, "
+                "--overwrite to start over, or choose another --out"
             )
+        elif self.is_main:
+            for path in earlier:
+                path.unlink()
         if self.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
         loader = self._loader()
