@@ -18,7 +18,7 @@ from geomap_gan.device import configure_process, resolve_device
 from geomap_gan.render import RenderOptions, render
 options = RenderOptions(**{options!r})
 configure_process(resolve_device(options.device), options.threads)  # as the CLI does
-result = render({scene!r}, {out!r}, random_model({ngf}), options)
+result = render({scene!r}, {out!r}, random_model({ngf}, {arch!r}), options)
 import torch
 gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
 print(json.dumps(dict(seconds=result.seconds, windows=result.windows, mp=result.megapixels,
@@ -26,12 +26,12 @@ print(json.dumps(dict(seconds=result.seconds, windows=result.windows, mp=result.
 """
 
 
-def render_in_child(scene: Path, out: Path, ngf: int, options: dict) -> dict:
+def render_in_child(scene: Path, out: Path, ngf: int, options: dict, arch: str = "v2") -> dict:
     """Render ``scene`` with a random ngf generator and ``RenderOptions(**options)``; returns
     render()'s seconds, windows and megapixels, the child's CPU seconds and peak RSS (MB), and the
     peak of torch's CUDA allocations (MB; None without a GPU)."""
     code = CHILD.format(bench=str(Path(__file__).resolve().parent), scene=str(scene),
-                        out=str(out), ngf=ngf, options=options)  # fmt: skip
+                        out=str(out), ngf=ngf, options=options, arch=arch)  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     printed = proc.stdout.read()

@@ -42,8 +42,8 @@ def generator_alone(ngf: int, batch: int, reps: int) -> dict[str, float]:
     weights = window_weights(TILE, OVERLAP)
     cpu = torch.device("cpu")
     nets = {
-        "eager": engine._Generator(random_model(ngf), cpu, True, weights, batch, False),
-        "compiled": engine._Generator(random_model(ngf), cpu, True, weights, batch, True),
+        "eager": engine._Generator(random_model(ngf, "v1"), cpu, True, weights, batch, False),
+        "compiled": engine._Generator(random_model(ngf, "v1"), cpu, True, weights, batch, True),
     }
     tiles = np.random.default_rng(0).integers(0, 256, (batch, 3, TILE, TILE), dtype=np.uint8)
     for net in nets.values():  # compile and warm up
@@ -83,7 +83,7 @@ def engine_loop(ngf: int, batch: int, size: int) -> dict[str, float]:
     options = engine.RenderOptions(batch_size=batch, overlap=OVERLAP)
     out = {}
     for name, compiled in (("eager", False), ("compiled", True)):
-        net = engine._Generator(random_model(ngf), torch.device("cpu"), True,
+        net = engine._Generator(random_model(ngf, "v1"), torch.device("cpu"), True,
                                 window_weights(TILE, OVERLAP), batch, compiled)  # fmt: skip
         net(np.zeros((batch, 3, TILE, TILE), np.uint8))  # compile outside the clock
         t0 = time.perf_counter()
@@ -128,7 +128,7 @@ def whole_engine(scene: Path, work: Path, ngf: int, batch: int) -> dict[str, flo
     out = {}
     for name, compiled in (("eager", False), ("compiled", True)):
         options = engine.RenderOptions(batch_size=batch, overwrite=True, compile=compiled)
-        result = engine.render(scene, work / "breakdown.tif", random_model(ngf), options)
+        result = engine.render(scene, work / "breakdown.tif", random_model(ngf, "v1"), options)
         out[name] = result.seconds / result.windows * 1e3
     (work / "breakdown.tif").unlink()
     return out
@@ -145,7 +145,7 @@ def main() -> None:
 
     os.environ.setdefault("GEOMAP_GAN_CACHE_DIR", str(args.work / "aot-cache"))
     print(describe())
-    scene = make_scene(args.work, args.size, random_model(args.ngf).card.gsd)
+    scene = make_scene(args.work, args.size, random_model(args.ngf, "v1").card.gsd)
     windows = len(TileGrid.over(args.size, args.size, TILE, OVERLAP))
     print(f"scene {args.size}^2 px, {windows} windows of {TILE} px (overlap {OVERLAP}), "
           f"ngf={args.ngf}, batch {args.batch_size}, bf16 where native; ms per window:")  # fmt: skip

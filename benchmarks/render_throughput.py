@@ -33,15 +33,24 @@ from _child_render import render_in_child  # noqa: E402
 from _machine import describe  # noqa: E402
 from _render_scene import make_scene  # noqa: E402
 
-from geomap_gan.device import resolve_device  # noqa: E402
+from geomap_gan.device import configure_process, resolve_device  # noqa: E402
 from geomap_gan.modelfile import MapModel, ModelCard, build_generator  # noqa: E402
-from geomap_gan.nets import init_weights  # noqa: E402
+from geomap_gan.nets import init_weights, receptive_radius  # noqa: E402
 from geomap_gan.raster import gtiff_options  # noqa: E402
 
+ARCHS = {
+    # v1: pix2pix unet_256 (8 levels) on blended 256 px windows, the default model until v2
+    "v1": dict(num_downs=8),
+    # v2: 5 levels, antialiased downsampling, bounded receptive field: core windows
+    "v2": dict(num_downs=5, antialias=True, receptive_field=receptive_radius(5, True)),
+}
 
-def random_model(ngf: int) -> MapModel:
+
+def random_model(ngf: int, arch: str = "v2") -> MapModel:
+    """A randomly initialised generator of the default model's architecture (speed does not
+    depend on the weights)."""
     torch.manual_seed(0)
-    card = ModelCard(name=f"random-ngf{ngf}", ngf=ngf)
+    card = ModelCard(name=f"random-{arch}-ngf{ngf}", ngf=ngf, **ARCHS[arch])  # type: ignore[arg-type]
     return MapModel(init_weights(build_generator(card)).eval(), card)
 
 
@@ -78,7 +87,9 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=8192, help="scene side, pixels (>= 8000)")
     ap.add_argument("--ngf", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=0, help="0: the engine's choice")
-    ap.add_argument("--overlap", type=int, default=32)
+    ap.add_argument("--overlap", type=int, default=32, help="blended windows (v1) only")
+    ap.add_argument("--arch", choices=sorted(ARCHS), default="v2", help="generator architecture")
+    ap.add_argument("--window", type=int, default=1024, help="core windows (v2) only, pixels")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--no-amp", action="store_true")
     ap.add_argument(
@@ -101,15 +112,14 @@ def main() -> None:
     args = ap.parse_args()
 
     device = resolve_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    configure_process(device, args.threads)  # as the CLI does (the naive loop runs here)
     print(describe())
     print(f"load average before: {os.getloadavg()}")
-    model = random_model(args.ngf)
+    model = random_model(args.ngf, args.arch)
     scene = make_scene(args.work, args.size, model.card.gsd)
     mp = args.size * args.size / 1e6
     print(f"scene: {scene.name}, {args.size}x{args.size} px = {mp:.1f} MP at {model.card.gsd:.3f} "
-          f"m/px; generator ngf={args.ngf}, tile {model.card.tile_size}; device {device}")  # fmt: skip
+          f"m/px; generator {args.arch} ngf={args.ngf}; device {device}")  # fmt: skip
 
     runs = {"off": [False], "on": ["cold", "warm"], "all": [False, "cold", "warm"]}[args.compile]
     cache = args.work / "aot-cache"
@@ -118,21 +128,23 @@ def main() -> None:
     for run in runs:
         if run == "cold":
             shutil.rmtree(cache, ignore_errors=True)
-        options = dict(overlap=args.overlap, batch_size=args.batch_size, device=str(device),
+        options = dict(overlap=args.overlap, window=args.window, batch_size=args.batch_size,
+                       device=str(device),
                        amp=not args.no_amp, overwrite=True, compile=bool(run),
                        threads=args.threads,
                        creation_options=dict(co.split("=", 1) for co in args.co))  # fmt: skip
         out = args.work / "engine_out.tif"
-        result = render_in_child(scene, out, args.ngf, options)
+        result = render_in_child(scene, out, args.ngf, options, args.arch)
         name = {False: "eager", "cold": "compiled, cold cache", "warm": "compiled, warm cache"}[run]
         speeds[name] = mp / result["seconds"]
-        print(f"engine ({name}, fresh process): overlap {args.overlap}, batch "
+        layout = f"overlap {args.overlap}" if args.arch == "v1" else f"window {args.window}"
+        print(f"engine ({name}, fresh process): {layout}, batch "
               f"{args.batch_size or 'auto'}, amp={'off' if args.no_amp else 'bf16 where native'}: "
               f"{result['seconds']:.1f} s, {speeds[name]:.2f} MP/s, {result['windows']} windows, "
               f"CPU {result['cpu']:.0f} s")  # fmt: skip
         out.unlink()
     if not args.skip_naive:
-        naive_model = random_model(args.ngf)
+        naive_model = random_model(args.ngf, "v1")
         c0 = cpu_seconds()
         seconds = naive_render(scene, args.work / "naive_out.tif", naive_model, device)
         naive = mp / seconds

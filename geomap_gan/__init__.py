@@ -8,10 +8,14 @@ scale-out and download entry points.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import logging
 from typing import Any
 
-__version__ = "0.1.0"
+try:  # the version lives in pyproject.toml only
+    __version__ = importlib.metadata.version("geomap-gan")
+except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 

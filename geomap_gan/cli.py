@@ -23,18 +23,54 @@ from .errors import GeomapGanError, InputError
 log = logging.getLogger("geomap_gan")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (docker stop, systemd, kill), raised in the main thread like Ctrl-C, so that the
+    same cleanup runs: temp files removed, a training checkpoint saved."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Whether an error (or its cause) is a full disk or quota, from any layer (OS, GDAL)."""
+    import errno
+
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return False
+
+
 class GeomapGroup(click.Group):
-    """Turns library errors into one-line messages with exit code 2."""
+    """The process's owner: one signal policy (SIGTERM behaves as Ctrl-C) and one error policy
+    (library errors and a full disk become one-line messages with exit code 2)."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        import signal
+
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
         try:
             return super().invoke(ctx)
         except GeomapGanError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(2)
+        except Terminated:
+            click.echo("Terminated; no partial output was left.", err=True)
+            sys.exit(143)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             sys.exit(130)
+        except Exception as exc:
+            if not _disk_full(exc):
+                raise
+            click.echo("Error: the disk is full; free some space and run again", err=True)
+            sys.exit(2)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:

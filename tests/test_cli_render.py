@@ -78,6 +78,8 @@ def _bad_cases(tmp_path: Path, scene: Path) -> dict[str, tuple[list[str], str]]:
     (tmp_path / "truncated.tif").write_bytes(raw[: len(raw) // 2])
     out = str(tmp_path / "out.tif")
     far = "POLYGON((0 0, 1 0, 1 1, 0 1, 0 0))"
+    existing = tmp_path / "existing.tif"
+    existing.write_bytes(b"the user's own file")
     return {
         "missing": ([str(tmp_path / "missing.tif"), out], "does not exist"),
         "not a raster": ([str(tmp_path / "text.tif"), out], "not a raster"),
@@ -90,7 +92,7 @@ def _bad_cases(tmp_path: Path, scene: Path) -> dict[str, tuple[list[str], str]]:
         "aoi outside": ([str(scene), out, "--aoi", far], "AOI"),
         "folder missing": ([str(scene), str(tmp_path / "no" / "o.tif")], "does not exist"),
         "output is input": ([str(scene), str(scene), "--overwrite"], "is the input"),
-        "exists": ([str(scene), str(scene.with_name("scene.tif"))], "is the input"),
+        "exists": ([str(scene), str(existing)], "exists; pass --overwrite"),
     }
 
 

@@ -211,7 +211,9 @@ def test_resume_skips_complete_outputs(
     assert not (out / STAGING_DIR).exists()
     (out / "naip_q11.tif").unlink()
     third = render_many(quarters, out, model_file, OPTS, scheduler=client)
-    assert len(third.skipped) == 3 and [Path(s.src).name for s in third.rendered] == ["naip_q11.tif"]
+    assert len(third.skipped) == 3 and [Path(s.src).name for s in third.rendered] == [
+        "naip_q11.tif"
+    ]
 
 
 class FlakyRender(WorkerPlugin):

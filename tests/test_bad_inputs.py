@@ -1,0 +1,181 @@
+"""Hostile and careless inputs through the CLI: exit code 2, one line on stderr, no traceback,
+no partial or hidden file left, and every file the user had byte-identical afterwards."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from geotiffs import noise_rgb, write_geotiff
+
+from geomap_gan import files
+from geomap_gan.cli import cli
+from geomap_gan.errors import OutputExistsError
+from geomap_gan.modelfile import CARD_KEY, FORMAT
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file below ``folder`` (hidden ones too) and its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def refused(args: list[str], message: str, folder: Path) -> None:
+    """Run the CLI; it must fail with one ``Error:`` line naming ``message`` and leave
+    ``folder`` exactly as it was."""
+    before = snapshot(folder)
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert result.exit_code == 2, (args, result.output)
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], lines
+    assert "Traceback" not in result.output
+    assert snapshot(folder) == before, args
+
+
+@pytest.fixture
+def scene(tmp_path) -> Path:
+    return write_geotiff(tmp_path / "scene.tif", noise_rgb(40, 50))
+
+
+def small_dataset(root: Path, n: int = 3) -> Path:
+    from PIL import Image
+
+    for split in ("train", "val"):
+        (root / split).mkdir(parents=True)
+        for i in range(n):
+            pair = np.random.default_rng(i).integers(0, 256, (32, 64, 3), dtype=np.uint8)
+            Image.fromarray(pair).save(root / split / f"{i + 1}.jpg")
+    return root
+
+
+def test_evaluate_grid_never_replaces_a_file(tmp_path, tiny_model_file):  # item 1
+    data = small_dataset(tmp_path / "maps")
+    refused(["evaluate", data, "--model", tiny_model_file, "--grid", data / "val" / "1.jpg",
+             "--overwrite"], "is the input", tmp_path)  # fmt: skip
+    grid = tmp_path / "grid.png"
+    grid.write_bytes(b"an earlier grid")
+    refused(["evaluate", data, "--model", tiny_model_file, "--grid", grid], "--overwrite", tmp_path)
+
+
+def test_train_never_replaces_an_earlier_run(tmp_path):  # item 2
+    data = small_dataset(tmp_path / "maps")
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("model.safetensors", "log.csv"):
+        (out / name).write_bytes(b"an earlier run's " + name.encode())
+        refused(["train", data, "--out", out, "--ngf", "4", "--crop-size", "32", "--load-size",
+                 "32", "--max-steps", "1"], name, tmp_path)  # fmt: skip
+        (out / name).unlink()
+    regular = tmp_path / "a_file"
+    regular.write_bytes(b"not a folder")
+    refused(["train", data, "--out", regular, "--ngf", "4"], "is a file", tmp_path)  # item 16
+
+
+def test_render_never_writes_over_a_vrt_source_or_a_sidecar(tmp_path, scene, tiny_model_file):
+    import rasterio.shutil
+
+    vrt = tmp_path / "scene.vrt"
+    rasterio.shutil.copy(scene, vrt, driver="VRT")
+    model = ["--model", tiny_model_file, "--overlap", "8"]
+    refused(["render", vrt, scene, "--overwrite", *model], "is the input", tmp_path)  # item 3
+    for sidecar in ("scene.tif.ovr", "scene.tif.aux.xml", "scene.tfw"):  # item 6
+        refused(["render", scene, tmp_path / sidecar, "--overwrite", *model], "sidecar", tmp_path)
+
+
+def test_a_file_that_appears_during_the_work_is_left_alone(tmp_path):  # item 5
+    dst = tmp_path / "map.tif"
+    with pytest.raises(OutputExistsError, match="appeared"):
+        with files.atomic_output(dst, overwrite=False) as tmp:
+            tmp.write_bytes(b"our map")
+            dst.write_bytes(b"someone else's file")
+    assert dst.read_bytes() == b"someone else's file"
+    assert [p.name for p in tmp_path.iterdir()] == ["map.tif"]
+
+
+def test_stale_temp_files_of_dead_runs_are_removed(tmp_path):  # item 24
+    dst = tmp_path / "map.tif"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    pid = int(dead.stdout)
+    stale = files.temp_path(dst).with_name(
+        files.temp_path(dst).name.replace(f"-{os.getpid()}-", f"-{pid}-")
+    )
+    stale.write_bytes(b"left by a SIGKILL")
+    alive = files.temp_path(dst)  # this process: still running, kept
+    alive.write_bytes(b"in progress")
+    foreign = tmp_path / f".{dst.name}.not-ours.tmp"
+    foreign.write_bytes(b"unknown writer, kept")
+    assert files.remove_stale(dst) == 1
+    assert not stale.exists() and alive.exists() and foreign.exists()
+
+
+def _model_file(path: Path, card: dict, tensors: dict | None = None) -> Path:
+    from safetensors.torch import save_file
+
+    save_file(tensors or {"x": torch.zeros(1)}, str(path),
+              metadata={"format": FORMAT, CARD_KEY: json.dumps(card)})  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("ngf", 2048, "ngf"), ("gsd", 0, "gsd"), ("gsd", "abc", "gsd"), ("gsd", float("nan"), "gsd"),
+     ("tile_size", 100, "tile_size"), ("tile_size", 0, "tile_size"), ("ngf", "abc", "ngf"),
+     ("num_downs", -3, "num_downs"), ("receptive_field", 7, "receptive field")],
+)  # fmt: skip
+def test_model_cards_are_validated_before_anything_is_built(tmp_path, scene, field, value,
+                                                            message):  # fmt: skip  # items 7, 14
+    card = {"name": "bad", "ngf": 8, "num_downs": 5, "tile_size": 32, "gsd": 2.0, field: value}
+    bad = _model_file(tmp_path / "bad.safetensors", card)
+    t0 = time.perf_counter()
+    refused(["render", scene, tmp_path / "o.tif", "--model", bad], message, tmp_path)
+    assert time.perf_counter() - t0 < 30  # nothing of 17 GB was allocated (not a timing claim)
+
+
+def test_a_refused_pickle_never_suggests_an_unsafe_reload(tmp_path, scene):  # item 9
+    class Trap:
+        def __reduce__(self):
+            return (print, ("this ran",))
+
+    trap = tmp_path / "trap.pt"
+    torch.save({"G": Trap()}, trap)
+    result = CliRunner().invoke(cli, ["render", str(scene), str(tmp_path / "o.tif"), "--model",
+                                      str(trap)])  # fmt: skip
+    assert result.exit_code == 2 and "safe load refuses" in result.stderr
+    assert "weights_only" not in result.output and "this ran" not in result.output
+
+
+def test_numbers_out_of_range_are_refused(tmp_path, scene, tiny_model_file):  # items 15, 17
+    refused(["render", scene, tmp_path / "o.tif", "--model", tiny_model_file, "--overlap", "8",
+             "--threads", "100000"], "--threads", tmp_path)  # fmt: skip
+    data = small_dataset(tmp_path / "maps")
+    refused(["evaluate", data, "--model", tiny_model_file, "--batch-size", "0"], "--batch-size",
+            tmp_path)  # fmt: skip
+    refused(["evaluate", data, "--model", tiny_model_file, "--limit", "-1"], "--limit", tmp_path)
+
+
+def test_sigterm_is_handled_like_ctrl_c(tmp_path, tiny_model_file):  # item 23
+    big = write_geotiff(tmp_path / "big.tif", noise_rgb(1500, 1500))
+    before = snapshot(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "geomap_gan", "render", str(big), str(tmp_path / "map.tif"),
+         "--model", str(tiny_model_file), "--overlap", "8", "--quiet", "--no-compile"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".map.tif.*.tmp")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(tmp_path.glob(".map.tif.*.tmp")), "the render never started writing"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Terminated" in err and "Traceback" not in err
+    assert snapshot(tmp_path) == before
