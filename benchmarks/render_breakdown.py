@@ -5,7 +5,7 @@ GDAL reading and writing alone, and the whole engine, all on one machine in one 
 The scene is the real NAIP photo of ../shared/data/geotiff tiled up to --size (see
 _render_scene.py); the generator is a randomly initialised ngf=32 U-Net. Generator timings are
 interleaved (eager, compiled, eager, ...) so that a machine whose speed drifts affects both alike.
-Uses the engine's internals (render._Generator, render._run_tiles) on purpose.
+Uses the engine's internals (render.TileRunner, render.run_tiles) on purpose.
 
     python benchmarks/render_breakdown.py [--size 4096] [--ngf 32] [--reps 12]
 """
@@ -29,9 +29,10 @@ from _machine import describe  # noqa: E402
 from _render_scene import make_scene  # noqa: E402
 from render_throughput import random_model  # noqa: E402
 
-from geomap_gan import raster  # noqa: E402
+from geomap_gan import output, reader  # noqa: E402
 from geomap_gan import render as engine  # noqa: E402
 from geomap_gan.blend import window_weights  # noqa: E402
+from geomap_gan.scene import Grid  # noqa: E402
 from geomap_gan.tiling import TileGrid  # noqa: E402
 
 TILE, OVERLAP = 256, 32
@@ -42,8 +43,8 @@ def generator_alone(ngf: int, batch: int, reps: int) -> dict[str, float]:
     weights = window_weights(TILE, OVERLAP)
     cpu = torch.device("cpu")
     nets = {
-        "eager": engine._Generator(random_model(ngf, "v1"), cpu, True, weights, batch, False),
-        "compiled": engine._Generator(random_model(ngf, "v1"), cpu, True, weights, batch, True),
+        "eager": engine.TileRunner(random_model(ngf, "v1"), cpu, True, weights, batch, False),
+        "compiled": engine.TileRunner(random_model(ngf, "v1"), cpu, True, weights, batch, True),
     }
     tiles = np.random.default_rng(0).integers(0, 256, (batch, 3, TILE, TILE), dtype=np.uint8)
     for net in nets.values():  # compile and warm up
@@ -83,36 +84,36 @@ def engine_loop(ngf: int, batch: int, size: int) -> dict[str, float]:
     options = engine.RenderOptions(batch_size=batch, overlap=OVERLAP)
     out = {}
     for name, compiled in (("eager", False), ("compiled", True)):
-        net = engine._Generator(random_model(ngf, "v1"), torch.device("cpu"), True,
+        net = engine.TileRunner(random_model(ngf, "v1"), torch.device("cpu"), True,
                                 window_weights(TILE, OVERLAP), batch, compiled)  # fmt: skip
         net(np.zeros((batch, 3, TILE, TILE), np.uint8))  # compile outside the clock
         t0 = time.perf_counter()
-        engine._run_tiles(net, _MemoryReader(size + 2 * TILE), _NoWriter(), tiles,
+        engine.run_tiles(net, _MemoryReader(size + 2 * TILE), _NoWriter(), tiles,
                           range(len(tiles.ys)), (0, size), None, options,
-                          engine._Counter(len(tiles), None, None))  # fmt: skip
+                          engine.ProgressCounter(len(tiles), None, None))  # fmt: skip
         out[name] = (time.perf_counter() - t0) / len(tiles) * 1e3
     return out
 
 
-def gdal_alone(scene: Path, work: Path) -> dict[str, float]:
+def gdal_alone(scene_path: Path, work: Path) -> dict[str, float]:
     """CPU ms per window of reading the scene's windows (block-aligned row bands) and of writing
     a same-sized output (tiled DEFLATE, as the engine does)."""
-    with rasterio.open(scene) as ds:
+    with rasterio.open(scene_path) as ds:
         size = ds.width
         tiles = TileGrid.over(size, size, TILE, OVERLAP)
-        reader = raster.RegionReader(ds, (1, 2, 3), None, scene.name)
+        region = reader.RegionReader(ds, (1, 2, 3), None, scene_path.name)
         t0 = time.thread_time()
         for y in tiles.ys:
-            reader.read(tiles.xs[0], y, tiles.xs[-1] + TILE - tiles.xs[0], TILE)
+            region.read(tiles.xs[0], y, tiles.xs[-1] + TILE - tiles.xs[0], TILE)
         read_ms = (time.thread_time() - t0) / len(tiles) * 1e3
-        grid = raster.Grid(size, size, ds.transform, ds.crs)
+        grid = Grid(size, size, ds.transform, ds.crs)
     rows = np.asarray(
         np.random.default_rng(2).integers(0, 256, (3, TILE - OVERLAP, size)), dtype=np.uint8
     )
     valid = np.ones(rows.shape[1:], dtype=bool)
     out = work / "breakdown_write.tif"
-    with raster.create_output(out, grid, alpha=False) as dst:
-        writer = raster.BlockRowWriter(dst)
+    with output.create_output(out, grid, alpha=False) as dst:
+        writer = output.BlockRowWriter(dst)
         t0 = time.thread_time()
         for y in range(0, size, rows.shape[1]):
             n = min(rows.shape[1], size - y)

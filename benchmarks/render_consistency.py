@@ -60,7 +60,7 @@ def write_variant(src: Path, dst: Path, cut: int, move: int) -> Path:
 
 def scene_gsd_option(src: Path, model_gsd: float) -> float | None:
     """--gsd for scenes render would refuse (coarser than MAX_UPSCALE x the model GSD)."""
-    from geomap_gan.raster import ground_scale
+    from geomap_gan.scene import ground_scale
 
     with rasterio.open(src) as ds:
         kx, ky = ground_scale(ds.crs, ds.transform, ds.width, ds.height)
@@ -103,7 +103,7 @@ def main() -> None:
             gsd = scene_gsd_option(src, card.gsd)
             with rasterio.open(src) as ds:
                 scene_res = abs(ds.transform.a)
-                from geomap_gan.raster import ground_scale
+                from geomap_gan.scene import ground_scale
 
                 kx, _ = ground_scale(ds.crs, ds.transform, ds.width, ds.height)
             ratio = (gsd or card.gsd) / (scene_res * kx)  # native px per model-grid px

@@ -36,7 +36,7 @@ from _render_scene import make_scene  # noqa: E402
 from geomap_gan.device import configure_process, resolve_device  # noqa: E402
 from geomap_gan.modelfile import MapModel, ModelCard, build_generator  # noqa: E402
 from geomap_gan.nets import init_weights, receptive_radius  # noqa: E402
-from geomap_gan.raster import gtiff_options  # noqa: E402
+from geomap_gan.output import gtiff_options  # noqa: E402
 
 ARCHS = {
     # v1: pix2pix unet_256 (8 levels) on blended 256 px windows, the default model until v2

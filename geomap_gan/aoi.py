@@ -14,7 +14,7 @@ from rasterio.errors import CRSError, RasterioError
 from shapely.geometry.base import BaseGeometry
 
 from .errors import InputError
-from .raster import Grid, one_line
+from .scene import Grid, one_line
 
 
 def _aoi_text(aoi: str) -> str:

@@ -748,18 +748,18 @@ def assemble_strips(
     import rasterio
     from rasterio.windows import Window
 
-    from . import raster
+    from . import output, scene
 
     with rasterio.open(paths[0]) as first:
         alpha = first.count == 4
-        grid = raster.Grid(first.width, strips[-1][1], first.transform, first.crs)
+        grid = scene.Grid(first.width, strips[-1][1], first.transform, first.crs)
     co = options.creation_options if options.driver == "GTiff" else {}
     with files.atomic_output(dst, options.overwrite) as tmp:
         target = tmp if options.driver == "GTiff" else files.temp_path(dst, "strips")
         try:
-            out = raster.create_output(target, grid, alpha, co)
+            out = output.create_output(target, grid, alpha, co)
             try:
-                writer = raster.BlockRowWriter(out)
+                writer = output.BlockRowWriter(out)
                 step = writer.block
                 for path, (r0, r1) in zip(paths, strips, strict=True):
                     with rasterio.open(path) as s:
@@ -782,7 +782,7 @@ def assemble_strips(
                 out.close()
             if options.driver == "COG":
                 tmp.unlink()
-                raster.to_cog(target, tmp, options.creation_options)
+                output.to_cog(target, tmp, options.creation_options)
         finally:
             if target != tmp:
                 with contextlib.suppress(FileNotFoundError):

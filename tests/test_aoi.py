@@ -11,7 +11,7 @@ from shapely.geometry import box
 
 from geomap_gan.aoi import aoi_to_pixels, parse_aoi
 from geomap_gan.errors import InputError
-from geomap_gan.raster import Grid
+from geomap_gan.scene import Grid
 
 SQUARE = "POLYGON((10 50, 11 50, 11 51, 10 51, 10 50))"
 

@@ -92,10 +92,9 @@ def test_render_never_writes_over_a_vrt_source_or_a_sidecar(tmp_path, scene, tin
 
 def test_a_file_that_appears_during_the_work_is_left_alone(tmp_path):  # item 5
     dst = tmp_path / "map.tif"
-    with pytest.raises(OutputExistsError, match="appeared"):
-        with files.atomic_output(dst, overwrite=False) as tmp:
-            tmp.write_bytes(b"our map")
-            dst.write_bytes(b"someone else's file")
+    with pytest.raises(OutputExistsError, match="appeared"), files.atomic_output(dst, False) as tmp:
+        tmp.write_bytes(b"our map")
+        dst.write_bytes(b"someone else's file")
     assert dst.read_bytes() == b"someone else's file"
     assert [p.name for p in tmp_path.iterdir()] == ["map.tif"]
 

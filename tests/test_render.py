@@ -503,19 +503,20 @@ def test_output_gets_the_usual_file_permissions(tmp_path: Path) -> None:
 
 def test_batch_size_zero_means_the_device_default(tmp_path, monkeypatch):
     from geomap_gan import render as engine
+    from geomap_gan.inference import AUTO_BATCH
 
     seen: list[int] = []
-    real = engine._Generator
+    real = engine.TileRunner
 
     def recording(model, device, amp, weights, batch_size, *args):
         seen.append(batch_size)
         return real(model, device, amp, weights, batch_size, *args)
 
-    monkeypatch.setattr(engine, "_Generator", recording)
+    monkeypatch.setattr(engine, "TileRunner", recording)
     data = noise_rgb(40, 50)
     src = write_geotiff(tmp_path / "in.tif", data)
     render(src, tmp_path / "out.tif", identity_model(), opts(batch_size=0))
-    assert seen == [engine.AUTO_BATCH["cpu"]]
+    assert seen == [AUTO_BATCH["cpu"]]
     with rasterio.open(tmp_path / "out.tif") as o:
         np.testing.assert_array_equal(o.read(), data)
     with pytest.raises(InputError, match="batch-size"):
