@@ -19,6 +19,7 @@ import click
 
 from . import __version__
 from .errors import GeomapGanError, InputError
+from .options import RenderOptions as _RO  # the CLI's render defaults are the library's
 
 log = logging.getLogger("geomap_gan")
 
@@ -349,28 +350,20 @@ def _parse_creation_options(items: tuple[str, ...]) -> dict[str, str]:
 
 
 class _RenderBar:
-    """A tqdm bar over windows with the input megapixels per second as postfix, for
-    ``render(progress=...)``. Use as a context manager: a render that fails or is interrupted
-    clears its bar, so that the error message stands alone on its line."""
+    """A tqdm bar over windows, sized by the first ``render(progress=...)`` call (no second
+    look at the scene). Use as a context manager: a render that fails or is interrupted clears
+    its bar, so that the error message stands alone on its line."""
 
-    def __init__(self, quiet: bool, megapixels: float) -> None:
-        self.quiet, self.megapixels = quiet, megapixels
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
         self.bar: Any = None
-        self.t0 = 0.0
 
     def __call__(self, done: int, total: int) -> None:
-        import time
-
         from tqdm import tqdm
 
         if self.bar is None:
             self.bar = tqdm(total=total, desc="render", unit="win", dynamic_ncols=True)
-            self.t0 = time.perf_counter()
         self.bar.update(done - self.bar.n)
-        elapsed = time.perf_counter() - self.t0
-        if elapsed > 0 and total:
-            rate = self.megapixels * done / total / elapsed
-            self.bar.set_postfix_str(f"{rate:.2f} MP/s", refresh=False)
         if done >= total:
             self.bar.close()
 
@@ -406,21 +399,21 @@ def generator_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 _GENERATOR_OPTIONS = [
     click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=None,
                   help="Model file (default: the bundled model)."),
-    click.option("--overlap", default=32, show_default=True,
+    click.option("--overlap", default=_RO.overlap, show_default=True,
                   help="Overlap of blended windows, pixels of the model grid (models whose card "
                   "has no receptive field, such as v1 files)."),
-    click.option("--window", default=1024, show_default=True,
+    click.option("--window", default=_RO.window, show_default=True,
                   help="Window side for models with a bounded receptive field: each window keeps "
                   "the part whose receptive field lies inside it; small scenes get one window "
                   "that fits."),
-    click.option("--batch-size", default=0, show_default=True,
-                  help="Windows per forward pass; 0: 4 on CPU, 16 on a CUDA GPU."),
-    click.option("--amp/--no-amp", default=True, show_default=True,
+    click.option("--batch-size", default=_RO.batch_size, show_default=True,
+                  help="Windows per forward pass; 0: auto (by device and window size)."),
+    click.option("--amp/--no-amp", default=_RO.amp, show_default=True,
                   help="bf16 autocast where the hardware runs it natively."),
 ]
 _RENDER_OPTIONS = [
     *_GENERATOR_OPTIONS,
-    click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
+    click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default=_RO.device,
                   show_default=True),
     click.option("-b", "--bands", "--bidx", "bands", default=None, metavar="R,G,B",
                   help="1-based band numbers of red, green, blue [default: from the colour "
@@ -430,24 +423,24 @@ _RENDER_OPTIONS = [
                   "types a 2-98 percentile stretch per band]."),
     click.option("--gsd", type=float, default=None,
                   help="Override the model's input GSD, metres per pixel."),
-    click.option("--output-res", type=click.Choice(["model", "native"]), default="model",
+    click.option("--output-res", type=click.Choice(["model", "native"]), default=_RO.output_res,
                   show_default=True,
                   help="Write at the model's GSD or on the input's own pixel grid."),
     click.option("--aoi", default=None,
                   help="Area of interest: GeoJSON or WKT polygon, inline or a file."),
     click.option("--aoi-crs", default=None,
                   help="CRS of --aoi [default: named in it, else EPSG:4326]."),
-    click.option("--format", "driver", type=click.Choice(["GTiff", "COG"]), default="GTiff",
+    click.option("--format", "driver", type=click.Choice(["GTiff", "COG"]), default=_RO.driver,
                   show_default=True, help="COG: Cloud Optimized GeoTIFF with overviews."),
     click.option("--co", "creation_options", multiple=True, metavar="NAME=VALUE",
                   help="GDAL creation option of the output driver (repeatable)."),
-    click.option("--harmonize/--no-harmonize", default=False, show_default=True,
+    click.option("--harmonize/--no-harmonize", default=_RO.harmonize, show_default=True,
                   help="Map the scene's per-channel colour distribution onto the training "
                   "aerials' (from the model card) before the model sees it."),
     click.option("--overwrite", is_flag=True, help="Replace OUT if it exists."),
     click.option("--allow-ungeoreferenced", is_flag=True,
                   help="Render an input without CRS/geotransform in pixel space."),
-    click.option("--threads", default=0, show_default=True,
+    click.option("--threads", default=_RO.threads, show_default=True,
                   help="torch CPU threads (0: one per core on CPU, 2 when the model runs on a GPU)."),
     click.option("--compile/--no-compile", default=None,
                   help="Run the generator compiled (about 1.7x faster per window on CPU): built "
@@ -468,7 +461,7 @@ _RENDER_OPTIONS = [
 @click.option("--strips", type=click.IntRange(min=1), default=None, metavar="N",
               help="Split the scene into N horizontal strips rendered by Dask workers "
               "[default with --scheduler: one per worker; without it: a local cluster].")  # fmt: skip
-@click.option("--quiet", is_flag=True, help="No progress bar or summary.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.pass_context
 def render(
@@ -499,7 +492,7 @@ def render(
 
     from .device import configure_process, resolve_device
     from .modelfile import load_model
-    from .render import RenderOptions, plan_render
+    from .render import RenderOptions
     from .render import render as run_render
 
     quiet = quiet or ctx.obj["quiet"]
@@ -515,8 +508,7 @@ def render(
     device = resolve_device(options.device)
     configure_process(device, options.threads)  # the CLI owns the process, render() does not
     mapmodel = load_model(model, device)
-    plan = plan_render(src, mapmodel, options)  # fails fast on bad input, sizes the progress bar
-    with _RenderBar(quiet, plan.megapixels) as progress:
+    with _RenderBar(quiet) as progress:
         result = run_render(src, dst, mapmodel, options, progress=progress)
     if as_json:
         data = dataclasses.asdict(result)

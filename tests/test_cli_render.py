@@ -64,7 +64,8 @@ def test_render_json_and_cog(run, scene, tmp_path):
 def test_progress_bar_and_summary(run, scene, tmp_path):
     result = run(scene, tmp_path / "m.tif")
     assert result.exit_code == 0, result.output
-    assert "MP/s" in result.stderr and "wrote" in result.stdout
+    assert "win" in result.stderr and "render" in result.stderr  # the bar
+    assert "wrote" in result.stdout and "MP/s" in result.stdout  # the summary
 
 
 def _bad_cases(tmp_path: Path, scene: Path) -> dict[str, tuple[list[str], str]]:
