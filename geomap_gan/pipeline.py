@@ -4,7 +4,6 @@ rows in flight and the device never waits on GDAL."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import threading
@@ -133,7 +132,12 @@ def _write_strips(writer: Any, strips: queue.Queue, stop: threading.Event) -> No
     render was stopped, when the file is discarded anyway)."""
     busy = 0.0
     while True:
-        strip = strips.get()
+        try:
+            strip = strips.get(timeout=_POLL_S)
+        except queue.Empty:
+            if stop.is_set():  # the render failed or was cancelled: the file is discarded
+                return
+            continue
         if strip is _END:
             break
         t0 = time.thread_time()
@@ -259,10 +263,9 @@ def run_tiles(
         clock["blending"] -= clock["waiting for writes"]
         log.debug("main thread: %s", ", ".join(f"{k} {v:.1f} s" for k, v in clock.items()))
     finally:
+        # Both threads poll ``stop`` whenever a queue is full or empty, so they end within
+        # _POLL_S of it whatever state the render failed in: the joins cannot hang.
         stop.set()
-        if write_thread.is_alive():
-            with contextlib.suppress(queue.Full):
-                strips.put_nowait(_END)
-        read_thread.join(timeout=10)
-        write_thread.join(timeout=10)
+        read_thread.join()
+        write_thread.join()
     return rendered, done - rendered

@@ -1,0 +1,67 @@
+"""pipeline: an error in any stage (read, model, write) ends the render promptly, the error
+reaches the caller, no thread is left behind and no output or temp file remains."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+from geotiffs import noise_rgb, write_geotiff
+
+from geomap_gan import output, reader
+from geomap_gan.modelfile import MapModel, ModelCard
+from geomap_gan.render import RenderOptions, render
+
+
+class Broken(RuntimeError):
+    pass
+
+
+class FailingNet(torch.nn.Module):
+    """Identity for ``good`` batches, then raises (the model stage fails mid-render)."""
+
+    def __init__(self, good: int) -> None:
+        super().__init__()
+        self.calls, self.good = 0, good
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls > self.good:
+            raise Broken("model stage")
+        return x
+
+
+def _fail_after(cls: type, name: str, good: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = getattr(cls, name)
+    count = {"n": 0}
+
+    def failing(self, *args, **kwargs):
+        count["n"] += 1
+        if count["n"] > good:
+            raise Broken(f"{cls.__name__}.{name}")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, name, failing)
+
+
+@pytest.mark.parametrize("stage", ["read", "model", "write"])
+def test_an_error_in_any_stage_ends_the_render_promptly(tmp_path, monkeypatch, stage):
+    src = write_geotiff(tmp_path / "in.tif", noise_rgb(700, 300))
+    net: torch.nn.Module = torch.nn.Identity()
+    if stage == "read":
+        _fail_after(reader.RegionReader, "read", 3, monkeypatch)
+    elif stage == "model":
+        net = FailingNet(good=2)
+    else:
+        _fail_after(output.BlockRowWriter, "add", 1, monkeypatch)
+    model = MapModel(net, ModelCard(name="identity", tile_size=32, gsd=2.0))
+    options = RenderOptions(overlap=8, batch_size=2, device="cpu", prefetch=1, compile=False)
+    before = set(threading.enumerate())
+    t0 = time.monotonic()
+    with pytest.raises(Broken):
+        render(src, tmp_path / "out.tif", model, options)
+    assert time.monotonic() - t0 < 5  # not a benchmark: a hang would take the 10 s join or more
+    assert set(threading.enumerate()) - before == set()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif"]
