@@ -452,7 +452,7 @@ _RENDER_OPTIONS = [
 
 
 @cli.command()
-@click.argument("src", metavar="IN", type=click.Path(path_type=Path))
+@click.argument("src", metavar="IN")  # a str: click's Path would collapse /vsicurl/http://
 @click.argument("dst", metavar="OUT", type=click.Path(path_type=Path))
 @render_options
 @click.option("--scheduler", default=None, metavar="ADDRESS",
@@ -466,7 +466,7 @@ _RENDER_OPTIONS = [
 @click.pass_context
 def render(
     ctx: click.Context,
-    src: Path,
+    src: str,
     dst: Path,
     model: Path | None,
     bands: str | None,
@@ -558,7 +558,7 @@ def _dask_hooks(quiet: bool) -> dict[str, Any]:
 
 
 def _render_strips(
-    src: Path,
+    src: str,
     dst: Path,
     model: Path | None,
     options: Any,

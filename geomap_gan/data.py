@@ -40,11 +40,15 @@ class LoadReport:
 def list_pairs(root: str | Path, split: str) -> list[Path]:
     """The image files of ``root/split``, sorted by numeric stem when stems are numbers."""
     root = Path(root)
+    if root.is_file():
+        raise DatasetError(f"{root} is a file; give the dataset folder (the one holding {split}/)")
     if not root.is_dir():
         raise DatasetError(
             f"dataset folder {root} does not exist; run `geomap-gan download maps {root}` first"
         )
     folder = root / split
+    if not folder.is_dir() and root.name == split:  # given the split folder itself
+        folder = root
     if not folder.is_dir():
         raise DatasetError(f"{root} has no '{split}' folder; expected {folder}/*.jpg (A|B pairs)")
     files = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]

@@ -60,8 +60,8 @@ class RenderOptions:
 
     def validate(self, tile: int) -> None:
         """InputError for values that cannot work with a model of ``tile`` pixel windows."""
-        if not 0 <= self.overlap < tile:
-            raise InputError(f"--overlap must be 0 to {tile - 1} pixels, got {self.overlap}")
+        if not 0 <= self.overlap <= tile // 2:  # more would render every pixel 4+ times
+            raise InputError(f"--overlap must be 0 to {tile // 2} pixels, got {self.overlap}")
         if not 64 <= self.window <= 8192:
             raise InputError(f"--window must be 64 to 8192 pixels, got {self.window}")
         if self.threads < 0:
@@ -70,7 +70,7 @@ class RenderOptions:
             raise InputError(f"panel_width must be 0 (whole width) or more, got {self.panel_width}")
         if self.batch_size < 0:
             raise InputError(f"--batch-size must be 0 (auto) or more, got {self.batch_size}")
-        if self.gsd is not None and not self.gsd > 0:
+        if self.gsd is not None and not 0.01 <= self.gsd <= 10_000:  # also refuses inf, NaN
             raise InputError(f"--gsd must be a positive number of metres, got {self.gsd}")
         if self.output_res not in ("model", "native"):
             raise InputError(f"--output-res must be model or native, got {self.output_res!r}")

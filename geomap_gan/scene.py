@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
@@ -98,6 +99,11 @@ def select_bands(ds: DatasetReader, requested: Sequence[int] | None) -> tuple[in
             f"{ds.name} has {ds.count} band(s), but the model needs colour (red, green, blue); "
             "give a 3-band RGB raster"
         )
+    if np.dtype(ds.dtypes[0]).kind == "c":
+        raise InputError(
+            f"{ds.name} holds complex numbers (e.g. SAR); render needs real-valued imagery: "
+            "convert to amplitude first (gdal_calc.py or rasterio)"
+        )
     if requested is not None:
         bands = tuple(int(b) for b in requested)
         if len(bands) != 3:
@@ -126,6 +132,26 @@ def _centre_lat(crs: CRS, transform: Affine, width: int, height: int) -> float:
     return float(lat[0])
 
 
+def _linear_unit(crs: CRS) -> float:
+    """Metres per CRS unit. A local engineering CRS (LOCAL_CS) has no projection that PROJ
+    could ask, but its WKT names its unit and the unit's size in metres; an InputError when
+    even that is missing."""
+    import re
+
+    from rasterio.errors import CRSError
+
+    try:
+        return float(crs.linear_units_factor[1])
+    except CRSError:
+        found = re.search(r'UNIT\["[^"]*",\s*([0-9.eE+-]+)', crs.to_wkt())
+        if found and float(found.group(1)) > 0:
+            return float(found.group(1))
+        raise InputError(
+            "the scene's CRS has no linear unit, so its pixel size in metres is unknown; "
+            "assign a projected CRS first (gdal_edit.py -a_srs EPSG:...)"
+        ) from None
+
+
 def ground_scale(crs: CRS, transform: Affine, width: int, height: int) -> tuple[float, float]:
     """Ground metres per CRS unit along x and y at the scene centre.
 
@@ -139,7 +165,7 @@ def ground_scale(crs: CRS, transform: Affine, width: int, height: int) -> tuple[
         per_rad_lon = WGS84_A * math.cos(phi) / math.sqrt(w)
         per_rad_lat = WGS84_A * (1 - WGS84_E2) / w**1.5
         return per_rad_lon * math.pi / 180, per_rad_lat * math.pi / 180
-    unit = float(crs.linear_units_factor[1])
+    unit = _linear_unit(crs)
     if crs.to_dict().get("proj") == "merc":
         phi = math.radians(_centre_lat(crs, transform, width, height))
         k = math.cos(phi) / math.sqrt(1 - WGS84_E2 * math.sin(phi) ** 2)

@@ -178,3 +178,47 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path, tiny_model_file):  # item 23
     assert proc.returncode == 143, err
     assert "Terminated" in err and "Traceback" not in err
     assert snapshot(tmp_path) == before
+
+
+def test_more_bad_numbers_and_types(tmp_path, scene, tiny_model_file):  # items 19, 21, 22
+    model = ["--model", tiny_model_file]
+    for gsd in ("inf", "nan", "1e6", "0"):
+        refused(["render", scene, tmp_path / "o.tif", *model, "--overlap", "8", "--gsd", gsd],
+                "--gsd", tmp_path)  # fmt: skip
+    refused(["render", scene, tmp_path / "o.tif", *model, "--overlap", "30"], "--overlap",
+            tmp_path)  # fmt: skip
+    complex_scene = tmp_path / "sar.tif"
+    data = (noise_rgb(20, 20).astype(np.float32) * (1 + 1j)).astype(np.complex64)
+    write_geotiff(complex_scene, data)
+    refused(["render", complex_scene, tmp_path / "o.tif", *model, "--overlap", "8"], "complex",
+            tmp_path)  # fmt: skip
+
+
+def test_local_engineering_crs_and_gdal_virtual_paths_render(tmp_path, tiny_model_file):
+    """Items 12 and 13: a LOCAL_CS in metres renders; /vsizip//abs/... keeps its double slash."""
+    import zipfile
+
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    wkt = 'LOCAL_CS["Engineering",UNIT["metre",1],AXIS["X",EAST],AXIS["Y",NORTH]]'
+    local = write_geotiff(tmp_path / "local.tif", noise_rgb(40, 40), crs=CRS.from_wkt(wkt),
+                          transform=Affine(2.0, 0, 0, 0, -2.0, 0))  # fmt: skip
+    with zipfile.ZipFile(tmp_path / "x.zip", "w") as z:
+        z.write(local, "a.tif")
+    for i, src in enumerate([str(local), f"/vsizip/{tmp_path / 'x.zip'}/a.tif"]):
+        out = tmp_path / f"map{i}.tif"
+        result = CliRunner().invoke(cli, ["render", src, str(out), "--model", str(tiny_model_file),
+                                          "--overlap", "8", "-q"])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert out.is_file()
+
+
+def test_dataset_paths_say_what_to_give(tmp_path, tiny_model_file):  # item 26
+    data = small_dataset(tmp_path / "maps")
+    file_arg = data / "train" / "1.jpg"
+    refused(["train", file_arg, "--out", tmp_path / "run"], "is a file", tmp_path)
+    result = CliRunner().invoke(cli, ["evaluate", str(data / "val"), "--model",
+                                      str(tiny_model_file), "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["n"] == 3  # the pairs of the folder it was given
