@@ -33,7 +33,7 @@ def test_identity_model_on_cuda_reproduces_input(tmp_path: Path) -> None:
     data = noise_rgb(75, 97)
     src = write_geotiff(tmp_path / "in.tif", data)
     out = rendered(src, tmp_path / "out.tif", identity_model(), device="cuda")
-    assert np.abs(out - data).max() <= 1
+    np.testing.assert_array_equal(out, data)
 
 
 def test_cuda_render_matches_cpu(tmp_path: Path, tiny_model_file: Path) -> None:

@@ -16,7 +16,6 @@ from geotiffs import blur_model, identity_model, noise_rgb, write_geotiff
 from rasterio.enums import ColorInterp
 from shapely.geometry import box
 
-from geomap_gan.blend import seam_ratios
 from geomap_gan.errors import InputError, OutputError, OutputExistsError, RenderCancelled
 from geomap_gan.modelfile import load_model
 from geomap_gan.render import RenderOptions, plan_render, render
@@ -46,7 +45,7 @@ def test_identity_model_reproduces_input_exactly(tmp_path, height, width, overla
     with rasterio.open(src) as s, rasterio.open(tmp_path / "out.tif") as o:
         assert o.crs == s.crs and o.transform == s.transform
         assert (o.width, o.height, o.count, o.dtypes[0]) == (width, height, 3, "uint8")
-        assert np.abs(o.read().astype(int) - data).max() <= 1
+        np.testing.assert_array_equal(o.read(), data)  # exactly: weights divide out
         assert list(o.colorinterp) == [CI.red, CI.green, CI.blue]
     assert result.windows == plan_render(src, identity_model(), opts(overlap=overlap)).windows
     assert result.windows_skipped == 0 and result.path == tmp_path / "out.tif"
@@ -394,17 +393,20 @@ def test_bad_outputs(tmp_path):
         assert o.count == 3
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
-def test_read_only_output_folder(tmp_path):
+def test_read_only_output_folder(tmp_path, monkeypatch):
+    """A folder the process may not write in (patched: CI runs as root, which may write
+    anywhere) is a one-line OutputError and leaves nothing."""
+    from geomap_gan import files
+
     src = write_geotiff(tmp_path / "in.tif", noise_rgb(10, 10))
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o555)
-    try:
-        with pytest.raises(OutputError, match="cannot write"):
-            render(src, ro / "o.tif", identity_model(), opts())
-    finally:
-        ro.chmod(0o755)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(files.os, "open", refuse)
+    with pytest.raises(OutputError, match="cannot write"):
+        render(src, tmp_path / "o.tif", identity_model(), opts())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif"]
 
 
 def _corrupt_copies(tmp_path: Path) -> list[Path]:
@@ -465,26 +467,19 @@ def test_real_rasters(tmp_path, geotiff_dir, tiny_model_file):
 
 
 @pytest.mark.slow
-def test_default_model_shows_no_seams(tmp_path, geotiff_dir):
-    """With the bundled model on a real photo, steps between neighbouring pixels across window
-    borders are no larger than inside windows at the same phase of the U-Net's 8 px texture (5%
-    allowed for sampling noise over ~20 borders); without overlap they are, so the measure does
-    see seams."""
-    from geomap_gan.modelfile import default_model_path
-
-    if not default_model_path().exists():
-        pytest.skip("no bundled default model yet")
+def test_default_model_map_does_not_depend_on_the_window_grid(tmp_path, geotiff_dir):
+    """With the bundled (bounded-receptive-field) model on a real photo, two window sizes give
+    the same map: exactly in fp32, and in bf16 up to rounding (oneDNN picks other kernels for
+    other shapes), where before v2 window borders showed a checkerboard of ~224 px squares."""
     src = geotiff_dir / "naip_nd_2015.tif"
-    for overlap, seams in ((0, True), (32, False)):
-        options = RenderOptions(overlap=overlap)
-        render(src, tmp_path / f"o{overlap}.tif", None, options)
-        plan = plan_render(src, None, options)
-        with rasterio.open(tmp_path / f"o{overlap}.tif") as o:
-            image = o.read([1, 2, 3])
-        for axis, starts in ((2, axis_offsets(plan.width, plan.tile, overlap)),
-                             (1, list(plan.window_rows))):  # fmt: skip
-            raw, matched = seam_ratios(image, starts, plan.tile, axis)
-            assert (raw > 1.5) if seams else (matched <= 1.05), (overlap, axis, raw, matched)
+    images = []
+    for window in (512, 1024):
+        out = tmp_path / f"o{window}.tif"
+        render(src, out, None, RenderOptions(window=window))
+        with rasterio.open(out) as o:
+            images.append(o.read([1, 2, 3]).astype(int))
+    diff = np.abs(images[0] - images[1])
+    assert diff.mean() < 0.2 and (diff.max(axis=0) > 8).mean() < 0.002, (diff.mean(), diff.max())
 
 
 def test_output_gets_the_usual_file_permissions(tmp_path: Path) -> None:
