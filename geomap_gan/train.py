@@ -306,11 +306,7 @@ class Trainer:
                 )
             device = torch.device("cuda", rank)
             torch.cuda.set_device(device)
-        if device.type == "cpu":
-            local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-            threads = self.cfg.threads or max(1, (os.cpu_count() or 1) // local)
-            torch.set_num_threads(threads)
-        return device
+        return device  # threads are the process owner's (device.configure_process, the CLI)
 
     @staticmethod
     def _seed(seed: int) -> None:
@@ -442,12 +438,14 @@ class Trainer:
                 _unwrap(self.G), self.train_pairs[: cfg.bn_recalibrate], cfg, self.device
             )
 
-    def validate(self) -> dict[str, float]:
+    def validate(self, recalibrate: bool = True) -> dict[str, float]:
         """Metrics of G in eval mode (as rendering uses it) on the fixed val subset, after
-        recalibrating its BatchNorm statistics (as the exported model will be)."""
+        recalibrating its BatchNorm statistics (as the exported model will be; ``recalibrate``
+        False when that was just done)."""
         if self.val_pairs is None:
             return {}
-        self.recalibrate_batchnorm()
+        if recalibrate:
+            self.recalibrate_batchnorm()
         return evaluate_arrays(
             _unwrap(self.G), self.val_pairs, self.cfg.direction, 16, self.device, self.cfg.amp
         )
@@ -547,9 +545,9 @@ class Trainer:
             self.save_checkpoint()
             raise
         if self.is_main:
-            self.recalibrate_batchnorm()
+            self.recalibrate_batchnorm()  # once: the checkpoint, the metrics and the export agree
             self.save_checkpoint()
-            metrics = self.validate() or metrics
+            metrics = self.validate(recalibrate=False) or metrics
             self.export(metrics)
         if self.world > 1:
             dist.barrier()
