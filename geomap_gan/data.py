@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 
 from .augment import Augment, random_crop, random_dihedral, random_photometric
 from .errors import DatasetError
+from .nets import to_model_range
 from .radiometry import channel_quantiles
 
 log = logging.getLogger(__name__)
@@ -121,16 +122,6 @@ def aerial_quantiles(pairs: np.ndarray, direction: Direction = "AtoB") -> list[l
     flat = src.reshape(-1, 3)[:: max(1, src.size // 3 // 2_000_000)]  # about 2 M pixels
     q = channel_quantiles(flat.T)
     return [[round(float(v), 2) for v in row] for row in q]
-
-
-def to_model_range(x: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float [-1, 1] (the model card's 'x/127.5-1')."""
-    return x.float().div_(127.5).sub_(1.0)
-
-
-def to_uint8(y: torch.Tensor) -> torch.Tensor:
-    """float [-1, 1] -> uint8 [0, 255], rounded."""
-    return ((y.float().clamp(-1, 1) + 1) * 127.5).round_().to(torch.uint8)
 
 
 class MapsDataset(Dataset):

@@ -10,8 +10,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .data import to_model_range
 from .modelfile import MapModel
+from .nets import from_model_range, to_model_range
 from .options import RenderOptions
 from .scene import one_line
 
@@ -60,7 +60,7 @@ class TileNet(torch.nn.Module):
                 y = self.generator(x)
         else:
             y = self.generator(x)
-        return y.float().clamp(-1.0, 1.0).add(1.0).mul(127.5).mul(self.weights).contiguous()
+        return from_model_range(y).mul(self.weights).contiguous()
 
 
 class TileRunner:

@@ -99,8 +99,8 @@ def generate_uint8(
     generator: torch.nn.Module, images: np.ndarray, device: torch.device, amp: bool
 ) -> np.ndarray:
     """Run the generator on (N, H, W, 3) uint8 images; (N, H, W, 3) uint8 maps out."""
-    from .data import to_model_range, to_uint8
     from .device import autocast
+    from .nets import to_model_range, to_uint8
 
     x = to_model_range(torch.from_numpy(images).permute(0, 3, 1, 2)).to(device)
     with autocast(device, amp):

@@ -49,6 +49,23 @@ def _norm_layer(norm: NormName) -> type[nn.Module]:
     return nn.BatchNorm2d if norm == "batch" else nn.InstanceNorm2d
 
 
+def to_model_range(x: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1] (the model card's 'x/127.5-1'): the one home of the
+    network's input convention, for training, evaluation and rendering alike."""
+    return x.float().div_(127.5).sub_(1.0)
+
+
+def from_model_range(y: torch.Tensor) -> torch.Tensor:
+    """float [-1, 1] (clamped) -> float grey levels [0, 255], unrounded (the renderer weights
+    and blends them before rounding)."""
+    return y.float().clamp(-1.0, 1.0).add(1.0).mul(127.5)
+
+
+def to_uint8(y: torch.Tensor) -> torch.Tensor:
+    """float [-1, 1] -> uint8 [0, 255], rounded."""
+    return from_model_range(y).round_().to(torch.uint8)
+
+
 class UnetSkipBlock(nn.Module):
     """One level of the U-Net: down-conv, the inner submodule, up-conv, and a skip concatenation.
 

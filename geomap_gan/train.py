@@ -33,12 +33,12 @@ from torch import nn
 
 from . import __version__, files
 from .augment import Augment
-from .data import MapsDataset, aerial_quantiles, load_split, to_model_range
+from .data import MapsDataset, aerial_quantiles, load_split
 from .device import autocast, resolve_device
 from .errors import CheckpointError, DatasetError, InputError
 from .metrics import METRIC_KEYS, evaluate_arrays, save_sample_grid
 from .modelfile import MAPS_ORIGINAL_GSD, MAPS_ORIGINAL_SIZE, MapModel, ModelCard, save_model
-from .nets import PatchDiscriminator, UnetGenerator, init_weights, receptive_radius
+from .nets import PatchDiscriminator, UnetGenerator, init_weights, receptive_radius, to_model_range
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from geomap_gan.data import MapsDataset, load_split, to_model_range, to_uint8
+from geomap_gan.data import MapsDataset, load_split
 from geomap_gan.errors import DatasetError
+from geomap_gan.nets import to_model_range, to_uint8
 
 
 def make_pairs(root: Path, n: int = 3, size: int = 40, split: str = "train") -> Path:
