@@ -44,6 +44,8 @@ class TileNet(torch.nn.Module):
     """uint8 tiles in, blend-weighted grey levels out, as one module: compiled, the scaling in
     and the clamp, scaling and weighting out fuse into the network's first and last kernels."""
 
+    weights: torch.Tensor
+
     def __init__(
         self, generator: torch.nn.Module, weights: torch.Tensor, device: torch.device, amp: bool
     ) -> None:
@@ -88,7 +90,8 @@ class TileRunner:
         from .device import bf16_supported
         from .nets import fuse_batchnorm
 
-        generator = fuse_batchnorm(model.generator.eval()).to(memory_format=torch.channels_last)
+        generator = fuse_batchnorm(model.generator.eval())
+        generator = generator.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         amp = amp and bf16_supported(device)
         self.eager = TileNet(generator, torch.from_numpy(weights), device, amp).to(device)
         self.net: Callable[[torch.Tensor], torch.Tensor] = self.eager

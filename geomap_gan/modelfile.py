@@ -80,7 +80,7 @@ class ModelCard:
         for name, value, types, lo, hi in checks:
             if isinstance(value, bool) or not isinstance(value, types):
                 raise ModelFileError(f"model card field {name} is {value!r}, not a number")
-            if not (lo <= value <= hi):  # also refuses NaN
+            if not (lo <= value <= hi):  # type: ignore[operator]  # also refuses NaN
                 raise ModelFileError(f"model card field {name}={value!r} is outside {lo}..{hi}")
         if self.arch != "unet_256":
             raise ModelFileError(f"unsupported architecture {self.arch!r}; expected 'unet_256'")

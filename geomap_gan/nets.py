@@ -32,6 +32,8 @@ class BlurDownConv(nn.Conv2d):
     The filter is a non-persistent buffer: model files hold only learned tensors.
     """
 
+    blur: torch.Tensor
+
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         k = torch.outer(_BINOMIAL, _BINOMIAL) / 16.0
@@ -39,7 +41,9 @@ class BlurDownConv(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.conv2d(
-            F.pad(x, (1, 1, 1, 1), mode="reflect"), self.blur.to(x.dtype), groups=x.shape[1]
+            F.pad(x, (1, 1, 1, 1), mode="reflect"),
+            self.blur.to(x.dtype),
+            groups=x.shape[1],  # type: ignore[operator]
         )
         return super().forward(x)
 

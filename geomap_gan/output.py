@@ -103,7 +103,7 @@ class BlockRowWriter:
         self.dst = dst
         self.aoi_px = aoi_px  # shapely geometry in the grid's pixel coordinates, or None
         self.offset = offset
-        self.c0, self.c1 = cols if cols is not None else (0, dst.width)
+        self.c0, self.c1 = cols if cols is not None else (0, int(dst.width))
         self.block = dst.block_shapes[0][0]
         self.alpha = dst.count == 4
         self._parts: list[tuple[np.ndarray, np.ndarray]] = []

@@ -214,7 +214,7 @@ def run_tiles(
         nonlocal done, rendered
         real = [it for it in pending if it.tile is not None]
         t0 = time.perf_counter()
-        out = model(np.stack([it.tile for it in real])) if real else None
+        out = model(np.stack([it.tile for it in real if it.tile is not None])) if real else None
         t1 = time.perf_counter()
         if done == 0:
             log.debug("first batch (includes any compiling): %.2f s", t1 - t0)

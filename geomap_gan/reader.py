@@ -202,7 +202,7 @@ class RegionReader:
         alpha = alpha_band(ds)
         self.alpha = alpha if alpha is not None and alpha not in self.bands else None
         self.floating = np.dtype(ds.dtypes[self.bands[0] - 1]).kind == "f"
-        self._rows = _RowCache(self._read, ds.width, ds.height, ds.block_shapes[0])
+        self._rows = _RowCache(self._read, ds.width, ds.height, ds.block_shapes[0])  # type: ignore[arg-type]
 
     def _read(self, window: Window, data: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
         """Bands (when ``data``) and validity of an in-raster window, in as few GDAL reads as
@@ -222,7 +222,7 @@ class RegionReader:
         try:
             values, valid = self._read(window, data=self.floating)
             if self.floating:
-                valid &= np.isfinite(values).all(axis=0)
+                valid &= np.isfinite(values).all(axis=0)  # type: ignore[arg-type]
         except RasterioError as exc:
             raise corrupt_input(self.name, exc) from exc
         if self.watch is not None:
@@ -246,7 +246,7 @@ class RegionReader:
             sx, sy = int(ix.min()), int(iy.min())
             data, valid = self._get(Window(sx, sy, int(ix.max()) - sx + 1, int(iy.max()) - sy + 1))
             sel = np.ix_(iy - sy, ix - sx)
-            data, valid = data[(slice(None), *sel)], valid[sel]
+            data, valid = data[(slice(None), *sel)], valid[sel]  # type: ignore[arg-type]
             valid &= ((rows >= 0) & (rows < H))[:, None] & ((cols >= 0) & (cols < W))[None, :]
         if self.stretch is not None:
             rgb = self.stretch.apply(data)

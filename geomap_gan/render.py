@@ -81,9 +81,10 @@ def _plan(ds: Any, card: ModelCard, options: RenderOptions, stats: bool = True) 
     georef = scene.check_georeferencing(ds, options.allow_ungeoreferenced)
     bands = scene.select_bands(ds, options.bands)
     native = scene.Grid(ds.width, ds.height, ds.transform, ds.crs if georef else None)
-    gsd = options.gsd or card.gsd
+    model_gsd = options.gsd or card.gsd
+    gsd: float | None = model_gsd
     if georef:
-        grid, scene_gsd = scene.model_grid(ds, gsd, options.max_upscale)
+        grid, scene_gsd = scene.model_grid(ds, model_gsd, options.max_upscale)
     else:
         grid, scene_gsd, gsd = native, None, None
     aoi_px = aoi_native_px = None

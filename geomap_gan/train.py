@@ -228,8 +228,8 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
 
 def _numpy_rng_state() -> tuple[torch.Tensor, int]:
     """numpy's global MT19937 state as tensors (loadable with weights_only=True)."""
-    _, keys, pos, _, _ = np.random.get_state()
-    return torch.from_numpy(keys.astype(np.int64)), int(pos)
+    _, keys, pos, _, _ = np.random.get_state()  # type: ignore[misc]
+    return torch.from_numpy(keys.astype(np.int64)), int(pos)  # type: ignore[attr-defined]
 
 
 def _unwrap(net: nn.Module) -> nn.Module:
@@ -257,16 +257,16 @@ class Trainer:
         )
         self.skipped = report.skipped
         self.val_pairs = self._load_val()
-        self.G = init_weights(
-            UnetGenerator(
-                ngf=cfg.ngf, num_downs=cfg.num_downs, norm=cfg.norm, antialias=cfg.antialias
-            )
+        generator = UnetGenerator(
+            ngf=cfg.ngf, num_downs=cfg.num_downs, norm=cfg.norm, antialias=cfg.antialias
         )
+        init_weights(generator)
         if cfg.init_from:
-            warm_start(self.G, cfg.init_from)
+            warm_start(generator, cfg.init_from)
+        self.G: nn.Module = generator
         self.D = init_weights(PatchDiscriminator(ndf=cfg.ndf, norm=cfg.norm))
         for net in (self.G, self.D):
-            net.to(self.device, memory_format=torch.channels_last)
+            net.to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.G = nn.parallel.DistributedDataParallel(self.G, device_ids=ids)
@@ -499,7 +499,7 @@ class Trainer:
     def _loader(self) -> torch.utils.data.DataLoader:
         cfg = self.cfg
         ds = MapsDataset(self.train_pairs, cfg.crop_size, True, cfg.direction, cfg.augment)
-        sampler = None
+        sampler: torch.utils.data.DistributedSampler | None = None
         if self.world > 1:
             sampler = torch.utils.data.DistributedSampler(ds, seed=self.cfg.seed, drop_last=True)
         return torch.utils.data.DataLoader(
