@@ -27,7 +27,6 @@ import hashlib
 import logging
 import os
 import platform
-import uuid
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from typing import Any
 
 import torch
 
+from . import files
 from .device import cpu_signature
 
 log = logging.getLogger(__name__)
@@ -104,8 +104,7 @@ def build(net: torch.nn.Module, example: torch.Tensor, path: Path) -> Compiled:
     package's shared library as ``path`` (written atomically: parallel workers may build the
     same one), then load it."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp")
-    package = tmp.with_suffix(".pt2")
+    package = files.temp_path(path).with_suffix(".pt2")  # the packager wants this suffix
     try:
         # inductor freezes weights only when no gradient is wanted; torch's own deprecation
         # notices from inside export are not the user's business
@@ -115,12 +114,10 @@ def build(net: torch.nn.Module, example: torch.Tensor, path: Path) -> Compiled:
             torch._inductor.aoti_compile_and_package(
                 exported, package_path=str(package), inductor_configs=INDUCTOR_OPTIONS
             )
-        with zipfile.ZipFile(package) as z:
+        with zipfile.ZipFile(package) as z, files.atomic_output(path) as tmp:
             (library,) = [n for n in z.namelist() if n.endswith(".so")]  # weights included
             tmp.write_bytes(z.read(library))
-        os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
         package.unlink(missing_ok=True)
     return _load_library(path)
 

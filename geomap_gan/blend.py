@@ -87,7 +87,6 @@ class Strip:
     y: int
     rgb: np.ndarray  # (channels, rows, columns) uint8, 0 where not valid
     valid: np.ndarray  # (rows, columns) bool: some window read valid input there
-    x: int = 0  # first raster column
 
 
 class StripAccumulator:
@@ -154,7 +153,7 @@ class StripAccumulator:
         valid = self._valid[:n].copy()
         if not valid.all():
             rgb[:, ~valid] = 0
-        strip = Strip(self._top, rgb, valid, self.c0)
+        strip = Strip(self._top, rgb, valid)
         keep = self._sum.shape[1] - n
         total = _t(self._sum)
         total[:, :keep] = total[:, n:].clone()

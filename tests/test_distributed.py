@@ -8,6 +8,7 @@ all tests (the worker-kill test runs last: the nanny restarts the killed worker 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -19,9 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from conftest import unavailable
 from rasterio.windows import Window, from_bounds
 
-pytest.importorskip("distributed")
+if importlib.util.find_spec("distributed") is None:
+    unavailable("dask[distributed] is not installed", "the dev extra installs it")
 
 from distributed import Client, LocalCluster, WorkerPlugin  # noqa: E402
 

@@ -406,14 +406,17 @@ def test_plugin_loads_without_torch_and_says_what_to_install(tmp_path: Path) -> 
     require_qgis()
     python = Path("/usr/bin/python3")
     if not python.is_file():
-        pytest.skip("no /usr/bin/python3 (QGIS's Python) to run without the venv")
+        unavailable("no /usr/bin/python3 (QGIS's Python)", "CI installs QGIS from Debian")
     probe = subprocess.run(
         [str(python), "-c", "import qgis.core, importlib.util as u; print(u.find_spec('torch'))"],
         capture_output=True,
         text=True,
     )
     if probe.returncode != 0 or probe.stdout.strip() != "None":
-        pytest.skip("/usr/bin/python3 cannot import qgis, or already has torch")
+        unavailable(
+            "/usr/bin/python3 cannot import qgis, or already has torch",
+            "CI's system Python has QGIS and no torch (torch lives in the venv)",
+        )
     script = textwrap.dedent(
         f"""
         import json, sys
