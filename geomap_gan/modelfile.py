@@ -214,12 +214,18 @@ def _card_from_state(state: dict[str, torch.Tensor], path: Path) -> ModelCard:
     return ModelCard(name=path.stem, ngf=int(first.shape[0]), num_downs=depth)
 
 
-def load_model(path: str | Path | None = None, device: str | torch.device = "cpu") -> MapModel:
-    """Load and validate a model file (the bundled default when ``path`` is None).
+def load_model(
+    path: MapModel | str | Path | None = None, device: str | torch.device = "cpu"
+) -> MapModel:
+    """Load and validate a model file (the bundled default when ``path`` is None); a loaded
+    MapModel is returned as it is. The one way every command and library call resolves its
+    model argument.
 
     Raises ModelFileError for a missing, truncated, foreign or tampered file: the tensor names and
     shapes must match exactly the architecture that the card describes.
     """
+    if isinstance(path, MapModel):
+        return path
     path = default_model_path() if path is None else Path(path)
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist; pass --model with a valid path")

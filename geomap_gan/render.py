@@ -177,7 +177,7 @@ def prepare_compiled(
     is ready; False when it cannot be built (renders then run eagerly)."""
     options = options or RenderOptions()
     device = torch.device("cpu")
-    mapmodel = _resolve_model(model, device)
+    mapmodel = load_model(model, device)
     options.validate(mapmodel.card.tile_size)
     tiles = tile_grid(mapmodel.card, options, _LARGE_GRID)  # the windows of a large scene
     weights = grid_weights(tiles)
@@ -247,12 +247,6 @@ def plan_render(
     )
 
 
-def _resolve_model(model: MapModel | str | Path | None, device: torch.device) -> MapModel:
-    if isinstance(model, MapModel):
-        return model
-    return load_model(model, device)
-
-
 def render(
     src: str | Path,
     dst: str | Path,
@@ -281,7 +275,7 @@ def render(
         ds = stack.enter_context(scene.open_raster(src))
         files.check_output(dst_path, options.overwrite, [src, *ds.files])  # a VRT's sources
         device = resolve_device(options.device)
-        mapmodel = _resolve_model(model, device)
+        mapmodel = load_model(model, device)
         plan = _plan(ds, mapmodel.card, options)
         watch.check(str(src))
         tiles = tile_grid(mapmodel.card, options, plan.grid)
