@@ -89,8 +89,30 @@ def cached_path(net: torch.nn.Module, example: torch.Tensor) -> Path:
     return cache_dir() / f"generator-{package_key(net, example)}.so"
 
 
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _checksum_path(path: Path) -> Path:
+    return path.with_suffix(".sha256")
+
+
 def load(path: Path) -> Compiled | None:
-    """The compiled model in ``path``, or None (and the file removed) if it cannot be loaded."""
+    """The compiled model in ``path``, or None (and the file removed) if it cannot be loaded.
+
+    Why the checksum: a library cut short (a full disk, a killed copy) can still look like a
+    shared library, and loading it kills the process with a bus error (exit 135) on every
+    render; its SHA-256, written beside it at build time, is checked before it is loaded."""
+    checksum = _checksum_path(path)
+    try:
+        intact = checksum.is_file() and checksum.read_text().strip() == _digest(path)
+    except OSError:
+        intact = False
+    if not intact:
+        log.warning("compiled model %s is damaged or incomplete; it will be rebuilt", path)
+        path.unlink(missing_ok=True)
+        checksum.unlink(missing_ok=True)
+        return None
     try:
         return _load_library(path)
     except Exception as exc:  # a stale or damaged library: build it again
@@ -114,9 +136,13 @@ def build(net: torch.nn.Module, example: torch.Tensor, path: Path) -> Compiled:
             torch._inductor.aoti_compile_and_package(
                 exported, package_path=str(package), inductor_configs=INDUCTOR_OPTIONS
             )
-        with zipfile.ZipFile(package) as z, files.atomic_output(path) as tmp:
+        with zipfile.ZipFile(package) as z:
             (library,) = [n for n in z.namelist() if n.endswith(".so")]  # weights included
-            tmp.write_bytes(z.read(library))
+            data = z.read(library)
+        with files.atomic_output(_checksum_path(path)) as tmp:
+            tmp.write_text(hashlib.sha256(data).hexdigest() + "\n")
+        with files.atomic_output(path) as tmp:
+            tmp.write_bytes(data)
     finally:
         package.unlink(missing_ok=True)
     return _load_library(path)
