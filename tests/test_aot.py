@@ -61,8 +61,9 @@ def test_compiled_render_matches_eager_and_is_reused(
     with caplog.at_level(logging.INFO, logger="geomap_gan"):
         render(src, tmp_path / "built.tif", model, opts(compile=True))
         assert "compiling the generator ahead of time" in caplog.text
-        libraries = list(_private_compile_cache.iterdir())
-        assert len(libraries) == 1 and libraries[0].suffix == ".so"  # no temp file beside it
+        libraries = sorted(_private_compile_cache.iterdir())
+        # the library and its checksum, no temp file beside them
+        assert [p.suffix for p in libraries] == [".sha256", ".so"]
         caplog.clear()
         # compile=None on a small scene: too small to build, but a cached library is used
         render(src, tmp_path / "reused.tif", model, opts(compile=None))
@@ -107,6 +108,7 @@ def test_damaged_library_is_removed_and_rebuilt(tmp_path, tiny_model_file, caplo
     # later render, in a fresh process; garbage is refused by the loader itself
     for damaged in (whole[: len(whole) // 2], b"not a library"):
         library.write_bytes(damaged)
+        (tmp_path / "b.tif").unlink(missing_ok=True)
         script = "import logging; logging.basicConfig(); " + build.replace("a.tif", "b.tif")
         again = subprocess.run([sys.executable, "-c", script],
                                capture_output=True, text=True, timeout=300)  # fmt: skip
@@ -134,7 +136,7 @@ def test_compile_command_builds_what_render_then_uses(
     cmd = ["compile", "--model", str(tiny_model_file), "--overlap", "8", "--batch-size", "4"]
     result = CliRunner().invoke(cli, [*cmd, "--no-amp"])
     assert result.exit_code == 0, result.output
-    assert [p.suffix for p in _private_compile_cache.iterdir()] == [".so"]
+    assert sorted(p.suffix for p in _private_compile_cache.iterdir()) == [".sha256", ".so"]
     src = write_geotiff(tmp_path / "in.tif", noise_rgb(40, 40))
     with caplog.at_level(logging.INFO, logger="geomap_gan"):
         render(src, tmp_path / "out.tif", load_model(tiny_model_file), opts(compile=None))
