@@ -364,8 +364,8 @@ def _domain_warnings(plan: _Plan, options: RenderOptions) -> list[str]:
         return []
     tips = "check --bands and --scale"
     if not options.harmonize:
-        tips = "try --harmonize, and " + tips
+        tips += "; for a hazy or over-exposed scene try --harmonize"
     return [
         f"the scene's colours are far from the model's training aerials ({d:.0f} grey levels "
-        f"apart, over {DOMAIN_WARNING_LEVELS:.0f} is unusual); the map may be unreliable: {tips}"
+        f"apart, over {DOMAIN_WARNING_LEVELS:.0f} is unusual): read the map as a sketch; {tips}"
     ]
