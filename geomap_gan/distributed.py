@@ -173,6 +173,11 @@ def connect(
     if scheduler:
         try:
             client = Client(scheduler, timeout="20s")
+        except ValueError as exc:  # not an address at all ("missing port number", ...)
+            raise InputError(
+                f"--scheduler {scheduler!r} is not a Dask scheduler address ({exc}); give one "
+                "such as tcp://10.0.0.5:8786, or leave out --scheduler for a local cluster"
+            ) from None
         except (OSError, TimeoutError) as exc:
             raise InputError(
                 f"cannot reach the Dask scheduler at {scheduler} ({exc}); start one with "

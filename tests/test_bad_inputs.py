@@ -222,3 +222,8 @@ def test_dataset_paths_say_what_to_give(tmp_path, tiny_model_file):  # item 26
                                       str(tiny_model_file), "--json"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["n"] == 3  # the pairs of the folder it was given
+
+
+def test_a_scheduler_that_is_not_an_address_is_one_line(tmp_path, scene, tiny_model_file):  # 18
+    refused(["render", scene, tmp_path / "o.tif", "--model", tiny_model_file, "--overlap", "8",
+             "--scheduler", "not a url"], "not a Dask scheduler address", tmp_path)  # fmt: skip
