@@ -426,7 +426,24 @@ class Trainer:
         keys, pos = state["rng_numpy"]
         np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), int(pos), 0, 0.0))
         random.setstate((3, tuple(state["rng_python"]), None))
+        self._drop_log_rows_after(self.epoch)
         log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.step)
+
+    def _drop_log_rows_after(self, epoch: int) -> None:
+        """Keep log.csv's rows up to ``epoch``: a run killed after logging an epoch but before
+        checkpointing it reruns that epoch, which must not appear twice."""
+        path = self.out / "log.csv"
+        if not self.is_main or not path.exists():
+            return
+        with path.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        keep = [r for r in rows if int(float(r["epoch"])) <= epoch]
+        if len(keep) == len(rows) or not rows:
+            return
+        with files.atomic_output(path) as tmp, tmp.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(keep)
 
     # ---- validation, samples, export ---------------------------------------------------------
     def recalibrate_batchnorm(self) -> None:

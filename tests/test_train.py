@@ -82,6 +82,22 @@ def test_resume_continues_exactly(tiny_maps: Path, tmp_path: Path) -> None:
     assert resumed.opt_G.param_groups[0]["lr"] == straight.opt_G.param_groups[0]["lr"] == 0.0
 
 
+def test_resume_after_a_kill_logs_each_epoch_once(tiny_maps: Path, tmp_path: Path) -> None:
+    """A SIGKILL between logging an epoch and checkpointing it: the resumed run reruns that
+    epoch and log.csv still has one row per epoch (issue 14, item 25)."""
+    first = Trainer(tiny_cfg(tiny_maps, tmp_path, val_every=0, samples=0, max_steps=2))
+    first.fit()  # epoch 1 logged and checkpointed
+    log_csv = tmp_path / "log.csv"
+    lines = log_csv.read_text().splitlines()
+    log_csv.write_text(
+        "\n".join([*lines, lines[-1].replace("1,", "2,", 1)]) + "\n"
+    )  # epoch 2 logged
+    resumed = Trainer(tiny_cfg(tiny_maps, tmp_path, val_every=0, samples=0))
+    resumed.fit(resume=True)
+    epochs = [int(float(ln.split(",")[0])) for ln in log_csv.read_text().splitlines()[1:]]
+    assert epochs == [1, 2]
+
+
 def test_resume_refuses_other_architecture(tiny_maps: Path, tmp_path: Path) -> None:
     Trainer(tiny_cfg(tiny_maps, tmp_path, val_every=0, samples=0, max_steps=1)).fit()
     with pytest.raises(CheckpointError, match="ngf=4"):
