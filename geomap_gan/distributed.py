@@ -7,7 +7,7 @@ retrying and worker bookkeeping (no home-made scheduler):
   ``mosaic.vrt`` over them. Re-running skips outputs that exist and are complete, so a crashed
   job resumes where it stopped.
 - :func:`render_strips` splits one huge scene into horizontal strips of whole window rows
-  (``RenderOptions.row_range``), renders each strip on a worker into its own file and assembles
+  (``EngineSettings.row_range``), renders each strip on a worker into its own file and assembles
   them on the client into one output equal to a single-machine render.
 
 Where things run: the inputs, the model file and the output folder must be reachable under the same
@@ -373,17 +373,20 @@ def render_strip_task(
     model_path: str | None,
     options: RenderOptions,
     hosts: dict[str, int],
+    rows: tuple[int, int],
 ) -> tuple[str, float]:
-    """Render rows ``options.row_range`` of a scene into ``dst`` on a worker (a task of
+    """Render render-grid rows ``rows`` of a scene into ``dst`` on a worker (a task of
     :func:`render_strips`); returns the path and the worker's seconds. The engine writes
     atomically, so ``dst`` is complete whenever it exists."""
+    from .options import EngineSettings
     from .render import render
 
     t0 = time.perf_counter()
     device = _worker_device(options.device)
     _configure_threads(hosts, device, options.threads)
     model, _ = worker_model(model_path, device)
-    render(src, dst, model, dataclasses.replace(options, device=device))
+    engine = EngineSettings(row_range=rows)
+    render(src, dst, model, dataclasses.replace(options, device=device), engine=engine)
     return dst, time.perf_counter() - t0
 
 
@@ -639,7 +642,7 @@ def render_strips(
     per worker) and assemble them into ``dst``, equal to a single-machine render.
 
     Strips cover whole window rows (:meth:`geomap_gan.render.RenderPlan.strips`), each rendered by a worker with
-    ``RenderOptions.row_range`` into its own GeoTIFF in a scratch folder beside ``dst``; the client
+    ``EngineSettings.row_range`` into its own GeoTIFF in a scratch folder beside ``dst``; the client
     then copies them, block row by block row, into ``dst`` (GTiff, or COG through the engine's COG
     copy), which appears only when complete. When ``dst`` ends in ``.vrt`` the strips are kept in
     ``<dst stem>_strips/`` and ``dst`` is a VRT over them (no copy: fastest for huge scenes).
@@ -660,7 +663,7 @@ def render_strips(
     as_vrt = dst_path.suffix.lower() == ".vrt"
     model = str(Path(model_path).expanduser().absolute()) if model_path else None
     card = load_model(model).card  # a bad model file fails here, before any worker starts
-    plan = plan_render(src, card, dataclasses.replace(options, row_range=None))
+    plan = plan_render(src, card, options)
     if as_vrt:
         folder = dst_path.with_name(f"{dst_path.stem}_strips")
         if folder.exists() and not options.overwrite:
@@ -687,8 +690,9 @@ def render_strips(
                     src_abs,
                     str(folder / f"strip_{k:04d}.tif"),
                     model,
-                    dataclasses.replace(strip_opts, row_range=rows),
+                    strip_opts,
                     hosts,
+                    rows,
                     key=f"strip-{k}-{folder.name}",
                     retries=RETRIES,
                     pure=False,

@@ -51,11 +51,7 @@ class RenderOptions:
     allow_ungeoreferenced: bool = False
     percentiles: tuple[float, float] = (2.0, 98.0)
     max_upscale: float = 16.0  # refuse to enlarge a scene more than this to reach the model GSD
-    prefetch: int = 3  # batches read ahead of the model
-    gdal_cache_mb: int = 16  # GDAL block cache: reads are block-aligned, so a small one does
-    row_range: tuple[int, int] | None = None  # render-grid rows [start, stop) only (strips)
     compile: bool | None = None  # compiled generator (aot.py); None: where it pays, see TileRunner
-    panel_width: int = 4096  # render-grid columns per pass (bounds memory on wide scenes; 0: all)
     threads: int = 0  # torch CPU threads (0: one per core on CPU, ACCELERATOR_CPU_THREADS on GPU)
 
     def validate(self, tile: int) -> None:
@@ -66,8 +62,6 @@ class RenderOptions:
             raise InputError(f"--window must be 64 to 8192 pixels, got {self.window}")
         if self.threads < 0:
             raise InputError(f"--threads must be 0 (auto) or more, got {self.threads}")
-        if self.panel_width < 0:
-            raise InputError(f"panel_width must be 0 (whole width) or more, got {self.panel_width}")
         if self.batch_size < 0:
             raise InputError(f"--batch-size must be 0 (auto) or more, got {self.batch_size}")
         if self.gsd is not None and not 0.01 <= self.gsd <= 10_000:  # also refuses inf, NaN
@@ -79,11 +73,27 @@ class RenderOptions:
         lo, hi = self.percentiles
         if not 0 <= lo < hi <= 100:
             raise InputError(f"percentiles must satisfy 0 <= low < high <= 100, got {lo}, {hi}")
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """The engine's own knobs, not user options: how a render is carried out, never what it
+    produces (a strip of rows aside), so they stay out of the CLI and the QGIS dialog."""
+
+    row_range: tuple[int, int] | None = None  # render-grid rows [start, stop) only (Dask strips)
+    prefetch: int = 3  # batches read ahead of the model
+    panel_width: int = 4096  # render-grid columns per pass (bounds memory on wide scenes; 0: all)
+    gdal_cache_mb: int = 16  # GDAL block cache: reads are block-aligned, so a small one does
+
+    def validate(self, options: RenderOptions) -> None:
+        """InputError for settings that cannot work with ``options``."""
+        if self.panel_width < 0 or self.prefetch < 1 or self.gdal_cache_mb < 1:
+            raise InputError(f"engine settings out of range: {self}")
         if self.row_range is not None:
             start, stop = self.row_range
             if not 0 <= start < stop:
                 raise InputError(f"row_range must be 0 <= start < stop, got {self.row_range}")
-            if self.output_res == "native":
+            if options.output_res == "native":
                 raise InputError("row_range renders strips of the model grid; use output_res model")
 
 

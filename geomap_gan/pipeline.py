@@ -193,6 +193,7 @@ def run_tiles(
     aoi: AoiFilter | None,
     options: RenderOptions,
     counter: ProgressCounter,
+    prefetch: int = 3,
 ) -> tuple[int, int]:
     """Render the windows of grid rows ``rows`` that touch raster columns ``panel`` into
     ``writer``; returns (windows rendered, windows skipped)."""
@@ -200,7 +201,7 @@ def run_tiles(
     acc = StripAccumulator(tiles, first_row=rows[0], cols=panel)
     last_col = cols[-1]
     stop = threading.Event()
-    items: queue.Queue = queue.Queue(maxsize=options.batch_size * max(1, options.prefetch))
+    items: queue.Queue = queue.Queue(maxsize=options.batch_size * max(1, prefetch))
     strips: queue.Queue = queue.Queue(maxsize=2)
     read_thread = _Worker(
         lambda: _read_windows(reader, tiles, rows, cols, aoi, items, stop),

@@ -33,7 +33,7 @@ from .blend import grid_weights
 from .errors import InputError
 from .inference import TileRunner, batch_size_for
 from .modelfile import MapModel, ModelCard, load_model
-from .options import Cancel, Progress, RenderOptions, RenderResult
+from .options import Cancel, EngineSettings, Progress, RenderOptions, RenderResult
 from .output import opened, output_chain, render_creation_options
 from .pipeline import ProgressCounter, column_panels, run_tiles, touching, window_rows
 from .radiometry import DOMAIN_WARNING_LEVELS, channel_quantiles, domain_distance, harmonizing_lut
@@ -72,12 +72,20 @@ class _Plan:
         return Grid(g.width, stop - start, shifted, g.crs)
 
 
-def _plan(ds: Any, card: ModelCard, options: RenderOptions, stats: bool = True) -> _Plan:
+def _plan(
+    ds: Any,
+    card: ModelCard,
+    options: RenderOptions,
+    engine: EngineSettings | None = None,
+    stats: bool = True,
+) -> _Plan:
     """Validate the scene against the options and decide the grids, bands, AOI and 8-bit
     scaling (``stats=False`` skips the percentile statistics, the only reads of pixel data)."""
     from .aoi import aoi_to_pixels, parse_aoi
 
+    engine = engine or EngineSettings()
     options.validate(card.tile_size)
+    engine.validate(options)
     georef = scene.check_georeferencing(ds, options.allow_ungeoreferenced)
     bands = scene.select_bands(ds, options.bands)
     native = scene.Grid(ds.width, ds.height, ds.transform, ds.crs if georef else None)
@@ -112,7 +120,7 @@ def _plan(ds: Any, card: ModelCard, options: RenderOptions, stats: bool = True) 
         if options.harmonize:
             lut = harmonizing_lut(scene_q, training)
     alpha = scene.has_nodata_mask(ds) or options.aoi is not None
-    rows = options.row_range or (0, grid.height)
+    rows = engine.row_range or (0, grid.height)
     if rows[1] > grid.height:
         raise InputError(f"row_range {rows} goes past the render grid's {grid.height} rows")
     return _Plan(grid, native, bands, stretch, scene_gsd, gsd, aoi_px, aoi_native_px, alpha, rows,
@@ -122,7 +130,7 @@ def _plan(ds: Any, card: ModelCard, options: RenderOptions, stats: bool = True) 
 @dataclass(frozen=True)
 class RenderPlan:
     """The render grid of a scene and its windows, decided without reading pixels or running
-    the model: for progress bars and for splitting one scene into strips (``row_range``)."""
+    the model: for progress bars and for splitting one scene into strips (``EngineSettings.row_range``)."""
 
     width: int  # render grid, pixels
     height: int
@@ -254,6 +262,7 @@ def render(
     options: RenderOptions | None = None,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
+    engine: EngineSettings | None = None,
 ) -> RenderResult:
     """Render the scene ``src`` into a map-style RGB(A) GeoTIFF ``dst``.
 
@@ -261,22 +270,24 @@ def render(
     The output has the input's CRS and footprint, at the model's GSD (or the input's grid with
     ``output_res="native"``), an alpha band where the input has nodata or an AOI is given, and
     appears only when complete (temp file + rename). Raises a GeomapGanError subclass for
-    anything the user can fix, RenderCancelled when ``cancel()`` returns True.
+    anything the user can fix, RenderCancelled when ``cancel()`` returns True. ``engine``: the
+    engine's internal knobs (a strip of rows for Dask, read-ahead, panels, GDAL cache).
     """
     import rasterio
 
     from .device import resolve_device
 
     options = options or RenderOptions()
+    engine = engine or EngineSettings()
     start = time.perf_counter()
     dst_path = files.check_output(dst, options.overwrite, [src])
-    env = rasterio.Env(GDAL_CACHEMAX=options.gdal_cache_mb, GDAL_ERROR_ON_LIBJPEG_WARNING=True)
+    env = rasterio.Env(GDAL_CACHEMAX=engine.gdal_cache_mb, GDAL_ERROR_ON_LIBJPEG_WARNING=True)
     with env, scene.watch_corruption() as watch, contextlib.ExitStack() as stack:
         ds = stack.enter_context(scene.open_raster(src))
         files.check_output(dst_path, options.overwrite, [src, *ds.files])  # a VRT's sources
         device = resolve_device(options.device)
         mapmodel = load_model(model, device)
-        plan = _plan(ds, mapmodel.card, options)
+        plan = _plan(ds, mapmodel.card, options, engine)
         watch.check(str(src))
         tiles = tile_grid(mapmodel.card, options, plan.grid)
         tile = tiles.tile
@@ -318,13 +329,22 @@ def render(
                 render_path, plan.part, plan.alpha, render_creation_options(options, native)
             )
             with opened(out):
-                panels = column_panels(tiles.width, options.panel_width, out.block_shapes[0][1])
+                panels = column_panels(tiles.width, engine.panel_width, out.block_shapes[0][1])
                 total = sum(len(touching(tiles.xs, tile, *p)) for p in panels) * len(rows)
                 counter = ProgressCounter(total, progress, cancel)
                 for panel in panels:
                     writer = output.BlockRowWriter(out, plan.aoi_px, plan.rows[0], panel)
                     n, k = run_tiles(
-                        generator, region, writer, tiles, rows, panel, aoi, options, counter
+                        generator,
+                        region,
+                        writer,
+                        tiles,
+                        rows,
+                        panel,
+                        aoi,
+                        options,
+                        counter,
+                        engine.prefetch,
                     )
                     rendered, skipped = rendered + n, skipped + k
             final_step(ds, plan, watch)

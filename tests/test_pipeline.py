@@ -12,6 +12,7 @@ from geotiffs import noise_rgb, write_geotiff
 
 from geomap_gan import output, reader
 from geomap_gan.modelfile import MapModel, ModelCard
+from geomap_gan.options import EngineSettings
 from geomap_gan.render import RenderOptions, render
 
 
@@ -57,11 +58,11 @@ def test_an_error_in_any_stage_ends_the_render_promptly(tmp_path, monkeypatch, s
     else:
         _fail_after(output.BlockRowWriter, "add", 1, monkeypatch)
     model = MapModel(net, ModelCard(name="identity", tile_size=32, gsd=2.0))
-    options = RenderOptions(overlap=8, batch_size=2, device="cpu", prefetch=1, compile=False)
+    options = RenderOptions(overlap=8, batch_size=2, device="cpu", compile=False)
     before = set(threading.enumerate())
     t0 = time.monotonic()
     with pytest.raises(Broken):
-        render(src, tmp_path / "out.tif", model, options)
+        render(src, tmp_path / "out.tif", model, options, engine=EngineSettings(prefetch=1))
     assert time.monotonic() - t0 < 5  # not a benchmark: a hang would take the 10 s join or more
     assert set(threading.enumerate()) - before == set()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif"]

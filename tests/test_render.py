@@ -18,6 +18,7 @@ from shapely.geometry import box
 
 from geomap_gan.errors import InputError, OutputError, OutputExistsError, RenderCancelled
 from geomap_gan.modelfile import load_model
+from geomap_gan.options import EngineSettings
 from geomap_gan.render import RenderOptions, plan_render, render
 from geomap_gan.tiling import axis_offsets
 
@@ -303,7 +304,7 @@ def test_strips_assemble_to_the_whole_render(tmp_path, tiny_model_file):
     parts = []
     for i, rows in enumerate(strips):
         out = tmp_path / f"s{i}.tif"
-        render(src, out, model, opts(amp=False, row_range=rows))
+        render(src, out, model, opts(amp=False), engine=EngineSettings(row_range=rows))
         with rasterio.open(out) as o:
             assert o.transform.f == pytest.approx(plan.transform[5] + rows[0] * plan.transform[4])
             parts.append(o.read())
@@ -338,10 +339,12 @@ def test_without_aot_a_failing_torch_compile_falls_back_to_eager(tmp_path, monke
 def test_column_panels_match_the_whole_render(tmp_path, tiny_model_file):
     model = load_model(tiny_model_file)
     src = write_geotiff(tmp_path / "in.tif", noise_rgb(60, 700))
-    render(src, tmp_path / "whole.tif", model, opts(amp=False, panel_width=0))
+    render(
+        src, tmp_path / "whole.tif", model, opts(amp=False), engine=EngineSettings(panel_width=0)
+    )
     calls: list[tuple[int, int]] = []
-    render(src, tmp_path / "panels.tif", model, opts(amp=False, panel_width=256),
-           progress=lambda d, t: calls.append((d, t)))  # fmt: skip
+    render(src, tmp_path / "panels.tif", model, opts(amp=False),
+           progress=lambda d, t: calls.append((d, t)), engine=EngineSettings(panel_width=256))  # fmt: skip
     with rasterio.open(tmp_path / "whole.tif") as a, rasterio.open(tmp_path / "panels.tif") as b:
         assert np.abs(a.read().astype(int) - b.read()).max() <= 1
     assert calls[-1][0] == calls[-1][1]
