@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -276,40 +277,59 @@ CORRUPTION_HINTS = (
 )
 
 
-class CorruptionWatch(logging.Filter):
-    """GDAL reports some damaged data (libjpeg's "Corrupt JPEG data" inside a JPEG-compressed
-    GeoTIFF) as a warning and returns garbage pixels. Installed on rasterio's GDAL-message logger,
-    this filter keeps the first such message for the reader to raise, and drops those records
-    (the render then fails with one error line instead of a screen of warnings)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.message: str | None = None
+class _DamageFilter(logging.Filter):
+    """On rasterio's GDAL-message logger: keeps the first damaged-data message of each thread
+    in ``_MESSAGES`` and drops those records (the render then fails with one error line instead
+    of a screen of warnings)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
         if record.levelno >= logging.WARNING and any(h in text.lower() for h in CORRUPTION_HINTS):
-            self.message = self.message or text.replace("CPLE_AppDefined:", "")
+            _MESSAGES.setdefault(record.thread or 0, text.replace("CPLE_AppDefined:", ""))
             return False
         return True
 
+
+class CorruptionWatch:
+    """GDAL reports some damaged data (libjpeg's "Corrupt JPEG data" inside a JPEG-compressed
+    GeoTIFF) as a warning and returns garbage pixels; :meth:`check` turns such a message into the
+    corrupt-input error. Per thread, because GDAL reports in the thread that read and the logger
+    is the process's: two renders running at once in one process (QGIS, a notebook, a Dask
+    worker) each see only the damage their own reads met."""
+
     def check(self, name: str) -> None:
-        """Raise the corrupt-input error if a damaged-data message arrived."""
-        if self.message is not None:
-            raise corrupt_input(name, self.message)
+        """Raise the corrupt-input error if this thread's reads met damaged data."""
+        message = _MESSAGES.pop(threading.get_ident(), None)
+        if message is not None:
+            raise corrupt_input(name, message)
+
+
+_MESSAGES: dict[int, str] = {}  # thread id -> its first damaged-data message, until checked
+_FILTER = _DamageFilter()
+_WATCH_LOCK = threading.Lock()
+_WATCHING = 0  # watches open now: the filter is installed while there is one
+_LEVEL_BEFORE = logging.NOTSET  # the logger's level before the first of them
 
 
 @contextlib.contextmanager
 def watch_corruption() -> Iterator[CorruptionWatch]:
-    """Install a :class:`CorruptionWatch` on rasterio's GDAL logger for the duration."""
+    """A :class:`CorruptionWatch` for the duration; the shared filter is installed by the first
+    open watch and removed (with the logger's level restored) by the last."""
+    global _WATCHING, _LEVEL_BEFORE
     logger = logging.getLogger("rasterio._err")
-    watch = CorruptionWatch()
-    level = logger.level
-    if logger.getEffectiveLevel() > logging.WARNING:
-        logger.setLevel(logging.WARNING)
-    logger.addFilter(watch)
+    with _WATCH_LOCK:
+        if _WATCHING == 0:
+            _LEVEL_BEFORE = logger.level
+            if logger.getEffectiveLevel() > logging.WARNING:
+                logger.setLevel(logging.WARNING)
+            logger.addFilter(_FILTER)
+        _WATCHING += 1
+    _MESSAGES.pop(threading.get_ident(), None)  # nothing left over from an earlier render
     try:
-        yield watch
+        yield CorruptionWatch()
     finally:
-        logger.removeFilter(watch)
-        logger.setLevel(level)
+        with _WATCH_LOCK:
+            _WATCHING -= 1
+            if _WATCHING == 0:
+                logger.removeFilter(_FILTER)
+                logger.setLevel(_LEVEL_BEFORE)

@@ -124,3 +124,34 @@ def test_corruption_watch_turns_gdal_warnings_into_input_errors():
         gdal.warning("CPLE_AppDefined:JPEGLib:Corrupt JPEG data: premature end of data segment")
         with pytest.raises(InputError, match="Corrupt JPEG data.*truncated or corrupt"):
             watch.check("x.tif")
+
+
+def test_corruption_watches_of_concurrent_renders_keep_to_their_own_reads():
+    """Two renders in one process: damage met by one render's reader thread is raised there, not
+    in the other render, and the shared logger's level comes back when both are done."""
+    import logging
+    import threading
+
+    gdal = logging.getLogger("rasterio._err")
+    level = gdal.level
+    errors: dict[str, str] = {}
+    started = threading.Barrier(2)
+
+    def read(name: str, damaged: bool) -> None:
+        with scene.watch_corruption() as watch:
+            started.wait()
+            if damaged:
+                gdal.warning("CPLE_AppDefined:JPEGLib:Corrupt JPEG data: bad Huffman code")
+            started.wait()  # both have "read" before either checks
+            try:
+                watch.check(name)
+            except InputError as exc:
+                errors[name] = str(exc)
+
+    threads = [threading.Thread(target=read, args=(n, d)) for n, d in (("a", True), ("b", False))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert list(errors) == ["a"] and "Corrupt JPEG data" in errors["a"]
+    assert gdal.level == level
