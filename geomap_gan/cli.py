@@ -19,7 +19,8 @@ import click
 
 from . import __version__
 from .errors import GeomapGanError, InputError
-from .options import RenderOptions as _RO  # the CLI's render defaults are the library's
+from .options import RenderOptions as _RO  # the CLI's render and train defaults are the library's
+from .trainconfig import TrainConfig as _TC
 
 log = logging.getLogger("geomap_gan")
 
@@ -157,56 +158,76 @@ def _tqdm_train_progress(quiet: bool) -> Callable[[dict[str, float]], None] | No
 
 @cli.command()
 @click.argument("data_dir", type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", default="runs/maps", show_default=True, help="Run folder.")
+@click.option("--out", "out_dir", default=_TC.out_dir, show_default=True, help="Run folder.")
 @click.option("--val-dir", default=None, help="Folder with the val split (default DATA_DIR).")
-@click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default="AtoB", show_default=True)
-@click.option("--ngf", default=64, show_default=True, help="Generator width.")
-@click.option("--ndf", default=64, show_default=True, help="Discriminator width.")
 @click.option(
-    "--norm", type=click.Choice(["batch", "instance"]), default="batch", show_default=True
+    "--direction", type=click.Choice(["AtoB", "BtoA"]), default=_TC.direction, show_default=True
+)
+@click.option("--ngf", default=_TC.ngf, show_default=True, help="Generator width.")
+@click.option("--ndf", default=_TC.ndf, show_default=True, help="Discriminator width.")
+@click.option(
+    "--norm", type=click.Choice(["batch", "instance"]), default=_TC.norm, show_default=True
 )
 @click.option(
-    "--gan-mode", type=click.Choice(["vanilla", "lsgan", "hinge"]), default="vanilla",
+    "--gan-mode", type=click.Choice(["vanilla", "lsgan", "hinge"]), default=_TC.gan_mode,
     show_default=True,
 )  # fmt: skip
 @click.option(
-    "--num-downs", default=8, show_default=True,
+    "--num-downs", default=_TC.num_downs, show_default=True,
     help="U-Net levels (8: pix2pix unet_256; 5-6 bound the receptive field).",
 )  # fmt: skip
-@click.option("--antialias/--no-antialias", default=False, show_default=True,
+@click.option("--antialias/--no-antialias", default=_TC.antialias, show_default=True,
               help="Blur before each subsampling (less dependence on the stride phase).")  # fmt: skip
 @click.option("--init-from", default=None, help="Warm start G from this model file's tensors.")
-@click.option("--aug-dihedral/--no-aug-dihedral", default=False, show_default=True,
+@click.option("--aug-dihedral/--no-aug-dihedral", default=_TC.aug_dihedral, show_default=True,
               help="The 8 rotations/flips.")  # fmt: skip
-@click.option("--aug-scale", default=0.0, show_default=True,
+@click.option("--aug-scale", default=_TC.aug_scale, show_default=True,
               help="Scale jitter: crop side x [1/(1+S), 1+S], resized to the crop size.")  # fmt: skip
-@click.option("--aug-photometric/--no-aug-photometric", default=False, show_default=True,
+@click.option("--aug-photometric/--no-aug-photometric", default=_TC.aug_photometric, show_default=True,
               help="Brightness, contrast, gamma, saturation, hue, gain, haze (aerial only).")  # fmt: skip
-@click.option("--aug-blur/--no-aug-blur", default=False, show_default=True)
-@click.option("--aug-noise/--no-aug-noise", default=False, show_default=True)
-@click.option("--aug-jpeg/--no-aug-jpeg", default=False, show_default=True)
-@click.option("--lambda-l1", default=100.0, show_default=True, help="Weight of the L1 term.")
-@click.option("--lr", default=2e-4, show_default=True)
-@click.option("--beta1", default=0.5, show_default=True)
-@click.option("--epochs", default=100, show_default=True, help="Epochs at constant LR.")
-@click.option("--epochs-decay", default=100, show_default=True, help="Epochs of linear LR decay.")
-@click.option("--batch-size", default=1, show_default=True)
-@click.option("--load-size", default=286, show_default=True, help="Resize halves to this (px).")
-@click.option("--crop-size", default=256, show_default=True, help="Random crop (px).")
-@click.option("--amp/--no-amp", default=True, show_default=True, help="bf16 where native.")
-@click.option("--workers", default=0, show_default=True, help="DataLoader workers.")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--save-every", default=2, show_default=True, help="Checkpoint every N epochs.")
-@click.option("--val-every", default=1, show_default=True, help="Validate every N epochs.")
-@click.option("--val-subset", default=256, show_default=True, help="Val pairs per validation.")
+@click.option("--aug-blur/--no-aug-blur", default=_TC.aug_blur, show_default=True)
+@click.option("--aug-noise/--no-aug-noise", default=_TC.aug_noise, show_default=True)
+@click.option("--aug-jpeg/--no-aug-jpeg", default=_TC.aug_jpeg, show_default=True)
 @click.option(
-    "--bn-recalibrate", default=400, show_default=True,
+    "--lambda-l1", default=_TC.lambda_l1, show_default=True, help="Weight of the L1 term."
+)
+@click.option("--lr", default=_TC.lr, show_default=True)
+@click.option("--beta1", default=_TC.beta1, show_default=True)
+@click.option("--epochs", default=_TC.epochs, show_default=True, help="Epochs at constant LR.")
+@click.option(
+    "--epochs-decay", default=_TC.epochs_decay, show_default=True, help="Epochs of linear LR decay."
+)
+@click.option("--batch-size", default=_TC.batch_size, show_default=True)
+@click.option(
+    "--load-size", default=_TC.load_size, show_default=True, help="Resize halves to this (px)."
+)
+@click.option("--crop-size", default=_TC.crop_size, show_default=True, help="Random crop (px).")
+@click.option("--amp/--no-amp", default=_TC.amp, show_default=True, help="bf16 where native.")
+@click.option("--workers", default=_TC.workers, show_default=True, help="DataLoader workers.")
+@click.option("--seed", default=_TC.seed, show_default=True)
+@click.option(
+    "--save-every", default=_TC.save_every, show_default=True, help="Checkpoint every N epochs."
+)
+@click.option(
+    "--val-every", default=_TC.val_every, show_default=True, help="Validate every N epochs."
+)
+@click.option(
+    "--val-subset", default=_TC.val_subset, show_default=True, help="Val pairs per validation."
+)
+@click.option(
+    "--bn-recalibrate", default=_TC.bn_recalibrate, show_default=True,
     help="Training pairs used to re-estimate BatchNorm statistics before validation/export (0: off).",
 )  # fmt: skip
-@click.option("--source-gsd", default=0.9, show_default=True, help="m/px of the source tiles.")
-@click.option("--source-size", default=600, show_default=True, help="px of the source tiles.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
-@click.option("--threads", default=0, show_default=True, help="CPU threads (0: all cores).")
+@click.option(
+    "--source-gsd", default=_TC.source_gsd, show_default=True, help="m/px of the source tiles."
+)
+@click.option(
+    "--source-size", default=_TC.source_size, show_default=True, help="px of the source tiles."
+)
+@click.option("--device", default=_TC.device, show_default=True, help="auto, cpu, cuda or mps.")
+@click.option(
+    "--threads", default=_TC.threads, show_default=True, help="CPU threads (0: all cores)."
+)
 @click.option("--strict", is_flag=True, help="Unreadable images are an error, not skipped.")
 @click.option("--limit", type=int, default=None, help="Use only the first N training pairs.")
 @click.option("--max-steps", type=int, default=None, help="Stop after N updates.")

@@ -22,14 +22,12 @@ import torch
 from . import files
 from .errors import ModelFileError
 from .nets import UnetGenerator
+from .trainconfig import MAPS_ORIGINAL_GSD, MAPS_ORIGINAL_SIZE
 
 log = logging.getLogger(__name__)
 
 FORMAT = "geomap-gan/1"
 CARD_KEY = "geomap_gan.card"
-# pix2pix maps: 600 px originals at about 0.905 m/px (Google z17 at New York's latitude).
-MAPS_ORIGINAL_GSD = 0.9
-MAPS_ORIGINAL_SIZE = 600
 
 
 def default_model_path() -> Path:

@@ -1,0 +1,85 @@
+"""TrainConfig: every training choice, in a module without torch, so that the CLI takes its
+defaults from here (one home) and `geomap-gan train --help` stays instant."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from .augment import Augment
+
+GanMode = Literal["vanilla", "lsgan", "hinge"]
+# pix2pix maps: 600 px originals at about 0.905 m/px (Google z17 at New York's latitude).
+MAPS_ORIGINAL_GSD = 0.9
+MAPS_ORIGINAL_SIZE = 600
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every training choice. Defaults are the pix2pix paper's (batch 1, 100 + 100 epochs)."""
+
+    data_dir: str
+    out_dir: str = "runs/maps"
+    val_dir: str | None = None  # folder holding the val split; default data_dir
+    direction: Literal["AtoB", "BtoA"] = "AtoB"
+    ngf: int = 64
+    ndf: int = 64
+    norm: Literal["batch", "instance"] = "batch"
+    num_downs: int = 8  # U-Net levels; fewer bound the receptive field (nets.UnetGenerator)
+    antialias: bool = False  # blur before each subsampling (nets.BlurDownConv)
+    init_from: str | None = None  # warm start: a model file whose matching tensors G starts from
+    aug_dihedral: bool = False  # the 8 rotations/flips (augment.Augment)
+    aug_scale: float = 0.0  # scale jitter around the model GSD, e.g. 0.2 for 1/1.2 to 1.2
+    aug_photometric: bool = False  # brightness, contrast, gamma, saturation, hue, gain, haze
+    aug_blur: bool = False
+    aug_noise: bool = False
+    aug_jpeg: bool = False
+    gan_mode: GanMode = "vanilla"
+    lambda_l1: float = 100.0
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    epochs: int = 100
+    epochs_decay: int = 100
+    batch_size: int = 1
+    load_size: int = 286
+    crop_size: int = 256
+    amp: bool = True
+    workers: int = 0
+    seed: int = 0
+    save_every: int = 2
+    val_every: int = 1
+    val_subset: int = 256
+    samples: int = 8
+    bn_recalibrate: int = 400  # training pairs used to re-estimate BN statistics (0: off)
+    source_gsd: float = MAPS_ORIGINAL_GSD
+    source_size: int = MAPS_ORIGINAL_SIZE
+    device: str = "auto"
+    threads: int = 0
+    strict: bool = False
+    limit: int | None = None
+    max_steps: int | None = None
+    name: str = ""
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs + self.epochs_decay
+
+    @property
+    def augment(self) -> Augment:
+        from .augment import Augment  # torch: not needed to read a config (the CLI's --help)
+
+        return Augment(
+            self.aug_dihedral,
+            self.aug_scale,
+            self.aug_photometric,
+            self.aug_blur,
+            self.aug_noise,
+            self.aug_jpeg,
+        )
+
+    @property
+    def gsd(self) -> float:
+        """Metres per pixel of the training images at the load size."""
+        return self.source_gsd * self.source_size / self.load_size
