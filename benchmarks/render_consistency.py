@@ -29,6 +29,7 @@ from _machine import describe  # noqa: E402
 
 from geomap_gan.modelfile import load_model  # noqa: E402
 from geomap_gan.render import RenderOptions, render  # noqa: E402
+from geomap_gan.scene import ground_scale  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "geotiff"
 MAX_UPSCALE = 16.0  # render's own limit (RenderOptions.max_upscale)
@@ -60,8 +61,6 @@ def write_variant(src: Path, dst: Path, cut: int, move: int) -> Path:
 
 def scene_gsd_option(src: Path, model_gsd: float) -> float | None:
     """--gsd for scenes render would refuse (coarser than MAX_UPSCALE x the model GSD)."""
-    from geomap_gan.scene import ground_scale
-
     with rasterio.open(src) as ds:
         kx, ky = ground_scale(ds.crs, ds.transform, ds.width, ds.height)
         gsd = (abs(ds.transform.a) * kx + abs(ds.transform.e) * ky) / 2
@@ -103,8 +102,6 @@ def main() -> None:
             gsd = scene_gsd_option(src, card.gsd)
             with rasterio.open(src) as ds:
                 scene_res = abs(ds.transform.a)
-                from geomap_gan.scene import ground_scale
-
                 kx, _ = ground_scale(ds.crs, ds.transform, ds.width, ds.height)
             ratio = (gsd or card.gsd) / (scene_res * kx)  # native px per model-grid px
             edge = max(4, int(np.ceil(args.edge * ratio)))
