@@ -149,14 +149,14 @@ class UnetGenerator(nn.Module):
             raise ValueError("num_downs must be at least 5 (the four outer levels are fixed)")
         self.num_downs = num_downs
         self.antialias = antialias
-        kw = {"norm": norm, "antialias": antialias}
-        block = UnetSkipBlock(ngf * 8, ngf * 8, innermost=True, **kw)  # type: ignore[arg-type]
+        level = functools.partial(UnetSkipBlock, norm=norm, antialias=antialias)
+        block = level(ngf * 8, ngf * 8, innermost=True)
         for _ in range(num_downs - 5):
-            block = UnetSkipBlock(ngf * 8, ngf * 8, submodule=block, dropout=dropout, **kw)  # type: ignore[arg-type]
-        block = UnetSkipBlock(ngf * 4, ngf * 8, submodule=block, **kw)  # type: ignore[arg-type]
-        block = UnetSkipBlock(ngf * 2, ngf * 4, submodule=block, **kw)  # type: ignore[arg-type]
-        block = UnetSkipBlock(ngf, ngf * 2, submodule=block, **kw)  # type: ignore[arg-type]
-        self.model = UnetSkipBlock(output_nc, ngf, input_nc, block, outermost=True, **kw)  # type: ignore[arg-type]
+            block = level(ngf * 8, ngf * 8, submodule=block, dropout=dropout)
+        block = level(ngf * 4, ngf * 8, submodule=block)
+        block = level(ngf * 2, ngf * 4, submodule=block)
+        block = level(ngf, ngf * 2, submodule=block)
+        self.model = level(output_nc, ngf, input_nc, block, outermost=True)
 
     @property
     def multiple(self) -> int:
@@ -194,7 +194,10 @@ def generator_receptive_field(num_downs: int, antialias: bool) -> tuple[int, int
     hand formula that could drift from the code, a structural copy (one channel per level,
     positive averaging weights, no nonlinearity, float64) is run backwards from a block of
     2**num_downs outputs (every phase) and the support of the gradient is read off. Positive
-    weights cannot cancel, so the support is exactly the structural receptive field.
+    weights cannot cancel, so the support is exactly the structural receptive field. Along x
+    only, on a strip two strides tall: the field is the same along both axes, and the strip
+    keeps the cost bounded for every depth a card may claim (9 levels, antialiased: 1.1 GB peak
+    RSS measured, an eighth of the square input's activations).
     """
     net = UnetGenerator(1, 1, ngf=1, num_downs=num_downs, dropout=False, antialias=antialias)
     net = net.double().eval()
@@ -207,10 +210,10 @@ def generator_receptive_field(num_downs: int, antialias: bool) -> tuple[int, int
     _linearise(net)
     step = 2**num_downs
     size = step * 16  # room for a receptive field of up to 15 strides around the middle block
-    x = torch.zeros(1, 1, size, size, dtype=torch.float64, requires_grad=True)
+    x = torch.zeros(1, 1, 2 * step, size, dtype=torch.float64, requires_grad=True)
     y = net(x)
     y0 = size // 2
-    y[0, 0, y0 : y0 + step, y0 : y0 + step].sum().backward()
+    y[0, 0, :, y0 : y0 + step].sum().backward()
     assert x.grad is not None
     cols = torch.nonzero(x.grad[0, 0].abs().sum(0) > 0).flatten()
     first, last = int(cols.min()), int(cols.max())

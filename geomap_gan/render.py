@@ -37,7 +37,7 @@ from .options import Cancel, EngineSettings, Progress, RenderOptions, RenderResu
 from .output import opened, output_chain, render_creation_options
 from .pipeline import ProgressCounter, column_panels, run_tiles, touching, window_rows
 from .radiometry import DOMAIN_WARNING_LEVELS, channel_quantiles, domain_distance, harmonizing_lut
-from .tiling import AoiFilter, TileGrid, fitting_window
+from .tiling import AoiFilter, TileGrid, fitting_window, round_up
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,8 @@ def _plan(
 @dataclass(frozen=True)
 class RenderPlan:
     """The render grid of a scene and its windows, decided without reading pixels or running
-    the model: for progress bars and for splitting one scene into strips (``EngineSettings.row_range``)."""
+    the model: for progress bars and for splitting one scene into strips
+    (``EngineSettings.row_range``)."""
 
     width: int  # render grid, pixels
     height: int
@@ -211,9 +212,9 @@ def tile_grid(card: ModelCard, options: RenderOptions, grid: Any) -> TileGrid:
     if card.receptive_field <= 0:
         return TileGrid.over(grid.width, grid.height, card.tile_size, options.overlap)
     multiple = 2**card.num_downs
-    margin = -(-card.receptive_field // multiple) * multiple
+    margin = round_up(card.receptive_field, multiple)
     phase = lattice_phase(grid.transform, multiple) if grid.crs is not None else (0, 0)
-    window = max(-(-options.window // multiple) * multiple, 2 * margin + multiple)
+    window = max(round_up(options.window, multiple), 2 * margin + multiple)
     fits = max(
         fitting_window(grid.width, margin, phase[0], multiple),
         fitting_window(grid.height, margin, phase[1], multiple),
@@ -280,11 +281,11 @@ def render(
     options = options or RenderOptions()
     engine = engine or EngineSettings()
     start = time.perf_counter()
-    dst_path = files.check_output(dst, options.overwrite, [src])
     env = rasterio.Env(GDAL_CACHEMAX=engine.gdal_cache_mb, GDAL_ERROR_ON_LIBJPEG_WARNING=True)
     with env, scene.watch_corruption() as watch, contextlib.ExitStack() as stack:
         ds = stack.enter_context(scene.open_raster(src))
-        files.check_output(dst_path, options.overwrite, [src, *ds.files])  # a VRT's sources
+        # once the scene is open: its files (a VRT's sources, sidecars) are inputs too
+        dst_path = files.check_output(dst, options.overwrite, [src, *ds.files])
         device = resolve_device(options.device)
         mapmodel = load_model(model, device)
         plan = _plan(ds, mapmodel.card, options, engine)

@@ -58,6 +58,17 @@ def axis_offsets(length: int, tile: int, overlap: int) -> list[int]:
     return [start + k * stride for k in range(count)]
 
 
+def round_up(n: int, multiple: int) -> int:
+    """The smallest multiple of ``multiple`` that is >= ``n``."""
+    return -(-n // multiple) * multiple
+
+
+def _first_start(margin: int, phase: int, multiple: int) -> int:
+    """The largest window start <= -margin that is congruent to ``phase`` modulo ``multiple``:
+    the first window's core then begins at or before pixel 0."""
+    return -margin - ((-margin - phase) % multiple)
+
+
 def core_offsets(length: int, window: int, margin: int, phase: int, multiple: int) -> list[int]:
     """Window start offsets along one axis for a network with a bounded receptive field.
 
@@ -74,7 +85,7 @@ def core_offsets(length: int, window: int, margin: int, phase: int, multiple: in
             f"need window and margin multiples of {multiple} and window > 2 x margin, "
             f"got {window}, {margin}"
         )
-    first = -margin - ((-margin - phase) % multiple)  # largest start <= -margin at the phase
+    first = _first_start(margin, phase, multiple)
     stride = window - 2 * margin
     count = max(1, math.ceil((length - (first + margin)) / stride))
     return [first + k * stride for k in range(count)]
@@ -83,9 +94,7 @@ def core_offsets(length: int, window: int, margin: int, phase: int, multiple: in
 def fitting_window(length: int, margin: int, phase: int, multiple: int) -> int:
     """The smallest window (a multiple of ``multiple``) whose core covers ``length`` pixels in
     one piece: small scenes get one window that fits them instead of a large padded one."""
-    first = -margin - ((-margin - phase) % multiple)
-    need = length + margin - first
-    return -(-need // multiple) * multiple
+    return round_up(length + margin - _first_start(margin, phase, multiple), multiple)
 
 
 @dataclass(frozen=True)
