@@ -309,6 +309,18 @@ def is_complete(path: Path) -> bool:
     return True
 
 
+def existing_output(src: str, dst: Path, overwrite: bool) -> SceneResult | None:
+    """What to report for a scene whose output is already there without ``overwrite``: skipped
+    when it is a complete raster (an earlier attempt finished it), failed and left untouched
+    when it is anything else (the user's file, a truncated copy); None when there is nothing."""
+    if overwrite or not (dst.exists() or dst.is_symlink()):
+        return None
+    if is_complete(dst):
+        return SceneResult(src, str(dst), "skipped")
+    error = f"{dst} exists and is not a complete raster; pass --overwrite to replace it"
+    return SceneResult(src, str(dst), "failed", error=error)
+
+
 def _staging(dst: Path) -> Path:
     return dst.parent / STAGING_DIR / dst.name
 
@@ -334,11 +346,9 @@ def render_scene_task(
 
     worker = get_worker().address
     out = Path(dst)
-    if not options.overwrite and is_complete(out):  # a previous attempt got this far
-        return SceneResult(src, dst, "skipped", worker=worker)
-    if not options.overwrite and (out.exists() or out.is_symlink()):
-        error = f"{out} exists and is not a complete raster; pass --overwrite to replace it"
-        return SceneResult(src, dst, "failed", error=error, worker=worker)
+    existing = existing_output(src, out, options.overwrite)  # a previous attempt got this far?
+    if existing is not None:
+        return dataclasses.replace(existing, worker=worker)
     stage = _staging(out)
     shutil.rmtree(stage, ignore_errors=True)
     t0 = time.perf_counter()
@@ -477,11 +487,9 @@ def render_many(
     results: dict[int, SceneResult] = {}
     todo: list[int] = []
     for i, (src, dst) in enumerate(zip(sources, dsts, strict=True)):
-        if not options.overwrite and is_complete(dst):
-            results[i] = SceneResult(str(src), str(dst), "skipped")
-        elif not options.overwrite and (dst.exists() or dst.is_symlink()):
-            error = f"{dst} exists and is not a complete raster; pass --overwrite to replace it"
-            results[i] = SceneResult(str(src), str(dst), "failed", error=error)
+        existing = existing_output(str(src), dst, options.overwrite)
+        if existing is not None:
+            results[i] = existing
         else:
             todo.append(i)
     log.info("%d scene(s): %d to render, %d already done", len(sources), len(todo), len(results))

@@ -368,7 +368,7 @@ class Trainer:
         with path.open(newline="") as fh:
             rows = list(csv.DictReader(fh))
         keep = [r for r in rows if int(float(r["epoch"])) <= epoch]
-        if len(keep) == len(rows) or not rows:
+        if len(keep) == len(rows):
             return
         with files.atomic_output(path) as tmp, tmp.open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
