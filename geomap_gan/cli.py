@@ -148,7 +148,7 @@ def _tqdm_train_progress(quiet: bool) -> Callable[[dict[str, float]], None] | No
             )
         bar["tqdm"].update(1)
         bar["tqdm"].set_postfix(
-            {k: f"{p[k]:.3f}" for k in ("G_GAN", "G_L1", "D_real", "D_fake") if k in p}
+            {k: f"{p[k]:.3f}" for k in ("G_GAN", "G_L1", "G_shift", "D_real", "D_fake") if k in p}
         )
         if p["batch"] >= p["batches"]:
             bar.pop("tqdm").close()
@@ -191,6 +191,11 @@ def _tqdm_train_progress(quiet: bool) -> Callable[[dict[str, float]], None] | No
 @click.option(
     "--lambda-l1", default=_TC.lambda_l1, show_default=True, help="Weight of the L1 term."
 )
+@click.option(
+    "--lambda-shift", default=_TC.lambda_shift, show_default=True,
+    help="Weight of the shift-consistency term (G of the aerial moved by a random sub-stride "
+    "offset against G's map moved alike; 0: off).",
+)  # fmt: skip
 @click.option("--lr", default=_TC.lr, show_default=True)
 @click.option("--beta1", default=_TC.beta1, show_default=True)
 @click.option("--epochs", default=_TC.epochs, show_default=True, help="Epochs at constant LR.")

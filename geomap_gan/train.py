@@ -64,6 +64,24 @@ def gan_loss(
     return -pred.mean()
 
 
+def shift_consistency_loss(
+    g: nn.Module, a: torch.Tensor, fake: torch.Tensor, stride: int, margin: int
+) -> torch.Tensor:
+    """L1 between G's map of the aerial moved by a random sub-stride offset and G's map moved alike.
+
+    Why: a U-Net that subsamples by ``stride`` is exactly shift-equivariant only for moves that are
+    multiples of it, so without this term the map of a scene depends on where its pixels fall on
+    the render lattice (render_consistency's "moved by k"). Both sides keep their gradient (the
+    property is symmetric); ``margin`` px at the crop's edges, where padding differs, are left out.
+    """
+    size = a.shape[-1] - stride  # still a multiple of the stride when the crop is
+    dy, dx = (int(v) for v in torch.randint(1, stride, (2,)))
+    moved = g(a[..., dy : dy + size, dx : dx + size])
+    ref = fake[..., dy : dy + size, dx : dx + size]
+    inner = (..., slice(margin, size - margin), slice(margin, size - margin))
+    return F.l1_loss(moved[inner].float(), ref[inner].float())
+
+
 def lr_factor(epoch: int, cfg: TrainConfig) -> float:
     """pix2pix 'linear' policy: 1 for ``epochs`` epochs, then linearly down to 0 (0-based epoch)."""
     return 1.0 - max(0, epoch + 1 - cfg.epochs) / float(cfg.epochs_decay + 1)
@@ -283,6 +301,11 @@ class Trainer:
             loss_g_gan = gan_loss(pred, True, cfg.gan_mode, False)
             loss_g_l1 = F.l1_loss(fake.float(), b.float())
             loss_g = loss_g_gan + cfg.lambda_l1 * loss_g_l1
+            loss_shift = torch.zeros((), device=self.device)
+            if cfg.lambda_shift > 0:  # the plain module: a second DDP forward breaks its reducer
+                stride = 2**cfg.num_downs
+                loss_shift = shift_consistency_loss(_unwrap(self.G), a, fake, stride, stride)
+                loss_g = loss_g + cfg.lambda_shift * loss_shift
         self.opt_G.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_G.step()
@@ -291,6 +314,7 @@ class Trainer:
         return {
             "G_GAN": loss_g_gan.item(),
             "G_L1": loss_g_l1.item(),
+            "G_shift": loss_shift.item(),
             "D_real": loss_d_real.item(),
             "D_fake": loss_d_fake.item(),
         }

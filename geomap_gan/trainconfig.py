@@ -37,6 +37,7 @@ class TrainConfig:
     aug_jpeg: bool = False
     gan_mode: GanMode = "vanilla"
     lambda_l1: float = 100.0
+    lambda_shift: float = 0.0  # shift consistency: G(move(x)) = move(G(x)) for sub-stride moves
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
