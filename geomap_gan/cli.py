@@ -7,10 +7,12 @@ becomes a one-line ``Error: ...`` on stderr and exit code 2, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shlex
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,9 @@ from .options import RenderOptions as _RO  # the CLI's render and train defaults
 from .trainconfig import TrainConfig as _TC
 
 log = logging.getLogger("geomap_gan")
+
+
+DISK_FULL = "the disk is full; free some space and run again"
 
 
 class Terminated(KeyboardInterrupt):
@@ -69,7 +74,7 @@ class GeomapGroup(click.Group):
         except Exception as exc:
             if not _disk_full(exc):
                 raise
-            click.echo("Error: the disk is full; free some space and run again", err=True)
+            click.echo(f"Error: {DISK_FULL}", err=True)
             sys.exit(2)
         finally:
             signal.signal(signal.SIGTERM, previous)
@@ -382,6 +387,59 @@ def _parse_creation_options(items: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
+class JsonEvents(logging.Handler):
+    """``render --progress json``: the render's events as JSON lines on stdout, for wrappers.
+
+    Why: a wrapper such as the QGIS plugin runs the engine in its own process (no torch or
+    rasterio in QGIS's Python) and needs progress, log lines and the outcome in a form it can
+    parse. One object per line, each with ``event``:
+
+    - ``{"event": "progress", "done": 3, "total": 20}`` (windows)
+    - ``{"event": "log", "level": "WARNING", "message": "..."}`` (INFO and above)
+    - ``{"event": "result", "path": ..., "width": ..., ...}`` (as ``--json``), last on success
+    - ``{"event": "error", "message": "..."}``, last on a user error (exit code 2)
+
+    Used as a context manager around the render: it takes over the engine's log for its duration
+    and turns a user error into an error event before the CLI's own handling.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self._lock_out = threading.Lock()
+        self._saved: tuple[int, bool] = (logging.NOTSET, True)
+
+    def emit_event(self, event: str, **fields: Any) -> None:
+        line = json.dumps({"event": event, **fields}, default=str)
+        with self._lock_out:  # progress comes from worker threads too
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+    def emit(self, record: logging.LogRecord) -> None:  # logging.Handler
+        try:
+            self.emit_event("log", level=record.levelname, message=record.getMessage())
+        except Exception:  # a log handler must never raise into the engine
+            self.handleError(record)
+
+    def __call__(self, done: int, total: int) -> None:  # render(progress=...)
+        self.emit_event("progress", done=done, total=total)
+
+    def __enter__(self) -> JsonEvents:
+        self._saved = (log.level, log.propagate)
+        log.addHandler(self)
+        log.setLevel(min(log.getEffectiveLevel(), logging.INFO))
+        log.propagate = False  # stderr stays for what is not an event
+        return self
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
+        log.removeHandler(self)
+        log.setLevel(self._saved[0])
+        log.propagate = self._saved[1]
+        if isinstance(exc, GeomapGanError):
+            self.emit_event("error", message=str(exc))
+        elif exc is not None and _disk_full(exc):
+            self.emit_event("error", message=DISK_FULL)
+
+
 class _RenderBar:
     """A tqdm bar over windows, sized by the first ``render(progress=...)`` call (no second
     look at the scene). Use as a context manager: a render that fails or is interrupted clears
@@ -496,6 +554,10 @@ _RENDER_OPTIONS = [
               "[default with --scheduler: one per worker; without it: a local cluster].")  # fmt: skip
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@click.option("--progress", "progress_mode", type=click.Choice(["bar", "json"]), default="bar",
+              show_default=True,
+              help="json: one JSON object per line on stdout for wrappers (QGIS): progress, "
+              "log, result or error events; see the README.")  # fmt: skip
 @click.pass_context
 def render(
     ctx: click.Context,
@@ -507,6 +569,7 @@ def render(
     creation_options: tuple[str, ...],
     quiet: bool,
     as_json: bool,
+    progress_mode: str,
     scheduler: str | None,
     strips: int | None,
     **opts: Any,
@@ -529,24 +592,32 @@ def render(
     from .render import render as run_render
 
     quiet = quiet or ctx.obj["quiet"]
-    options = RenderOptions(
-        bands=_parse_numbers(bands, "--bands", int, 3),
-        scale=_parse_numbers(scale, "--scale", float, 2),
-        creation_options=_parse_creation_options(creation_options),
-        **opts,
-    )
-    if scheduler or strips:
-        _render_strips(src, dst, model, options, scheduler, strips, quiet, as_json)
-        return
-    device = resolve_device(options.device)
-    configure_process(device, options.threads)  # the CLI owns the process, render() does not
-    mapmodel = load_model(model, device)
-    with _RenderBar(quiet) as progress:
-        result = run_render(src, dst, mapmodel, options, progress=progress)
-    if as_json:
-        data = dataclasses.asdict(result)
-        data["path"] = str(result.path)
-        data["megapixels_per_second"] = result.megapixels_per_second
+    events = JsonEvents() if progress_mode == "json" else None
+    with events or contextlib.nullcontext():
+        options = RenderOptions(
+            bands=_parse_numbers(bands, "--bands", int, 3),
+            scale=_parse_numbers(scale, "--scale", float, 2),
+            creation_options=_parse_creation_options(creation_options),
+            **opts,
+        )
+        if scheduler or strips:
+            if events:
+                raise InputError(
+                    "--progress json renders on one machine; drop --scheduler/--strips"
+                )
+            _render_strips(src, dst, model, options, scheduler, strips, quiet, as_json)
+            return
+        device = resolve_device(options.device)
+        configure_process(device, options.threads)  # the CLI owns the process, render() does not
+        mapmodel = load_model(model, device)
+        with _RenderBar(quiet or events is not None) as bar:
+            result = run_render(src, dst, mapmodel, options, progress=events or bar)
+    data = dataclasses.asdict(result)
+    data["path"] = str(result.path)
+    data["megapixels_per_second"] = result.megapixels_per_second
+    if events:
+        events.emit_event("result", **data)
+    elif as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True))
     elif not quiet:
         click.echo(

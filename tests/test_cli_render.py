@@ -154,3 +154,35 @@ def test_help_lists_the_options():
                    "--gsd", "--output-res", "--aoi", "--format", "--co", "--overwrite",
                    "--allow-ungeoreferenced", "--quiet"):  # fmt: skip
         assert option in result.output
+
+
+def _events(stdout: str) -> list[dict]:
+    """Every stdout line must be one JSON event (a wrapper parses nothing else)."""
+    return [json.loads(line) for line in stdout.splitlines()]
+
+
+def test_progress_json_streams_progress_log_and_result(run, scene, tmp_path):
+    out = tmp_path / "map.tif"
+    result = run(scene, out, "--progress", "json")
+    assert result.exit_code == 0, result.output
+    events = _events(result.stdout)
+    kinds = [e["event"] for e in events]
+    assert kinds[-1] == "result" and kinds.count("result") == 1
+    assert "log" in kinds  # the engine's INFO lines, which the plain CLI shows only with -v
+    progress = [(e["done"], e["total"]) for e in events if e["event"] == "progress"]
+    total = progress[-1][1]
+    assert total > 1 and progress[-1] == (total, total)
+    assert [d for d, _ in progress] == sorted(d for d, _ in progress)
+    assert events[-1]["path"] == str(out) and events[-1]["width"] == 90
+    assert out.is_file()
+
+
+def test_progress_json_error_is_the_last_event_with_the_cli_message(run, scene, tmp_path):
+    out = tmp_path / "map.tif"
+    result = run(scene, out, "--progress", "json", "--bands", "1,2,9")
+    assert result.exit_code == 2
+    events = _events(result.stdout)
+    assert events[-1]["event"] == "error"
+    assert f"Error: {events[-1]['message']}" in result.stderr
+    assert "\n" not in events[-1]["message"] and "9" in events[-1]["message"]
+    assert not out.exists()

@@ -1,63 +1,84 @@
-"""The QGIS plugin in a real, headless QGIS 3.22: provider, processing.run, cancel, errors, qgis_process.
+"""The QGIS plugin in a real, headless QGIS 3.22, as a user has it: QGIS's own Python
+(``/usr/bin/python3``, which cannot import torch or geomap_gan), the engine in another environment
+named only by ``GEOMAP_GAN_EXECUTABLE`` (or installed by "Set up geomap-gan"), and the plugin
+installed from the zip that ``scripts/build_plugin.py`` writes.
 
-Skips where QGIS's Python bindings are absent, but fails under CI=true (CI must run these). QGIS
-needs QT_QPA_PLATFORM=offscreen without a display; the fixture sets it when unset. Every test deletes
-the map layers it makes before the session's ``exitQgis()`` (a layer alive then segfaults at exit).
+Each test starts ``tests/qgis_host.py`` (QgsApplication + Processing + the plugin) with a throwaway
+HOME, so QGIS's profile is fresh. Skips without QGIS, except under CI=true, where it fails.
 """
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import subprocess
 import sys
-import sysconfig
-import textwrap
-from collections.abc import Iterator
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+import rasterio
 from conftest import ROOT, require, unavailable
+
+from geomap_gan.options import RenderOptions
 
 pytestmark = pytest.mark.qgis
 
 PLUGIN_DIR = ROOT / "qgis_plugin"
+HOST = ROOT / "tests" / "qgis_host.py"
+QGIS_PYTHON = Path("/usr/bin/python3")
 QGIS_PROCESS = Path("/usr/bin/qgis_process.bin")
+ENGINE = Path(sys.prefix) / "bin" / "geomap-gan"
 NAIP = "naip_nd_2015.tif"  # 934x723, 4 bands uint8 (R,G,B,NIR), EPSG:26914, 5 m/px
-
-
-def require_qgis() -> None:
-    """Skip when QGIS's Python bindings cannot be imported; fail instead under CI=true."""
-    try:
-        import qgis.core  # noqa: F401
-    except ImportError as exc:
-        unavailable(f"QGIS Python bindings not available: {exc}", "CI=true requires QGIS")
+SYSTEM_PATH = "/usr/bin:/bin"  # QGIS's PATH in the tests: no geomap-gan on it
 
 
 @pytest.fixture(scope="session")
-def qgis_plugin() -> Iterator[Any]:
-    """A headless QgsApplication with Processing and the geomap-gan plugin loaded, as QGIS does."""
-    require_qgis()
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from qgis.core import QgsApplication
+def qgis_python() -> Path:
+    """QGIS's Python: imports qgis.core, and neither torch nor geomap_gan (they live elsewhere)."""
+    if not QGIS_PYTHON.is_file():
+        unavailable("no /usr/bin/python3 (QGIS's Python)", "CI=true requires QGIS")
+    probe = subprocess.run(
+        [str(QGIS_PYTHON), "-c", "import qgis.core, importlib.util as u; "
+         "print(u.find_spec('torch'), u.find_spec('geomap_gan'))"],
+        capture_output=True, text=True, env=_qgis_env(Path("/tmp"), None), cwd="/",
+    )  # fmt: skip
+    if probe.returncode != 0:
+        unavailable(
+            f"QGIS's Python cannot import qgis: {probe.stderr[-300:]}", "CI=true requires QGIS"
+        )
+    if probe.stdout.split() != ["None", "None"]:
+        pytest.fail(f"QGIS's Python can import torch or geomap_gan ({probe.stdout.strip()})")
+    if not ENGINE.is_file():
+        pytest.fail(f"no engine at {ENGINE}: run the tests in the project's venv")
+    return QGIS_PYTHON
 
-    app = QgsApplication([], False)
-    app.initQgis()
-    sys.path.append(str(Path(QgsApplication.pkgDataPath()) / "python" / "plugins"))
-    sys.path.insert(0, str(PLUGIN_DIR))
-    from processing.core.Processing import Processing
 
-    Processing.initialize()
-    import geomap_gan_qgis
+def _qgis_env(home: Path, engine: Path | None) -> dict[str, str]:
+    """QGIS's environment: a fresh HOME (profile), no venv on any path, the engine by variable."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "VIRTUAL_ENV", "GEOMAP_GAN_EXECUTABLE", "PYTHONHOME")}  # fmt: skip
+    env.update(HOME=str(home), PATH=SYSTEM_PATH, QT_QPA_PLATFORM="offscreen")
+    if engine is not None:
+        env["GEOMAP_GAN_EXECUTABLE"] = str(engine)
+    return env
 
-    plugin = geomap_gan_qgis.classFactory(None)  # qgis_process passes no iface either
-    plugin.initProcessing()  # the plugin keeps the provider referenced
-    yield plugin
-    plugin.unload()
-    gc.collect()
-    app.exitQgis()
+
+def host(
+    qgis_python: Path, tmp_path: Path, jobs: list[dict[str, Any]], engine: Path | None = ENGINE
+) -> dict[str, Any]:
+    """Run ``jobs`` in a fresh headless QGIS (see tests/qgis_host.py); its JSON report."""
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"plugin_path": str(PLUGIN_DIR), "jobs": jobs}))
+    proc = subprocess.run(
+        [str(qgis_python), str(HOST), str(spec)], capture_output=True, text=True,
+        env=_qgis_env(home, engine), cwd=tmp_path, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="session")
@@ -66,457 +87,215 @@ def naip(geotiff_dir: Path) -> Path:
 
 
 def _model_file(path: Path, gsd: float) -> Path:
-    """A random ngf=8 U-Net-256 (8 levels, 256 px tiles) at ``gsd`` m/px: real format, fast."""
+    """A random ngf=8, 5-level U-Net at ``gsd`` m/px: the real file format, fast to run."""
     import torch
 
     from geomap_gan.modelfile import MapModel, ModelCard, build_generator, save_model
     from geomap_gan.nets import init_weights
 
     torch.manual_seed(0)
-    card = ModelCard(name="qgis-test", ngf=8, tile_size=256, gsd=gsd)
+    card = ModelCard(name="qgis-test", ngf=8, num_downs=5, tile_size=256, gsd=gsd)
     return save_model(MapModel(init_weights(build_generator(card)), card), path)
 
 
 @pytest.fixture(scope="session")
 def model_5m(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Same GSD as the NAIP scene: 20 windows of 256 px with the default overlap."""
     return _model_file(tmp_path_factory.mktemp("models") / "m5.safetensors", 5.0)
 
 
 @pytest.fixture(scope="session")
 def model_10m(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Twice the NAIP pixel size: output_res=model halves the grid."""
+    """Twice the NAIP pixel size: OUTPUT_RES=model halves the grid."""
     return _model_file(tmp_path_factory.mktemp("models") / "m10.safetensors", 10.0)
 
 
-class RecordingFeedback:
-    """Builds a QgsProcessingFeedback that records progress and log lines (QGIS import deferred)."""
-
-    @staticmethod
-    def make() -> Any:
-        from qgis.core import QgsProcessingFeedback
-
-        class _Feedback(QgsProcessingFeedback):
-            def __init__(self) -> None:
-                super().__init__()
-                self.infos: list[str] = []
-                self.progress_values: list[float] = []
-                self.progressChanged.connect(self.progress_values.append)
-
-            def pushInfo(self, info: str) -> None:  # noqa: N802 (QGIS API)
-                self.infos.append(info)
-                super().pushInfo(info)
-
-        return _Feedback()
+def _render(params: dict[str, Any], cancel_at: float | None = None) -> dict[str, Any]:
+    return {"alg": "geomap_gan:render", "params": params, "cancel_at": cancel_at}
 
 
-def _run(params: dict[str, Any], feedback: Any = None) -> dict[str, Any]:
-    import processing
-
-    return processing.run("geomap_gan:render", params, feedback=feedback)
-
-
-def _layer_facts(path: str | Path) -> dict[str, Any]:
-    """CRS, extent, size and band count as QGIS sees them; the layer is deleted before returning."""
-    from qgis.core import QgsRasterLayer
-
-    layer = QgsRasterLayer(str(path), "out")
-    try:
-        assert layer.isValid(), f"QGIS cannot load {path} as a raster layer"
-        ext = layer.extent()
-        return {
-            "crs": layer.crs().authid(),
-            "extent": (ext.xMinimum(), ext.yMinimum(), ext.xMaximum(), ext.yMaximum()),
-            "size": (layer.width(), layer.height()),
-            "bands": layer.bandCount(),
-            "pixel": (layer.rasterUnitsPerPixelX(), layer.rasterUnitsPerPixelY()),
-        }
-    finally:
-        del layer
-        gc.collect()
-
-
-# ---- registration ----------------------------------------------------------------------------
-def test_provider_registers_render_algorithm(qgis_plugin: Any) -> None:
-    from qgis.core import QgsApplication
-
-    registry = QgsApplication.processingRegistry()
-    provider = registry.providerById("geomap_gan")
-    assert provider is not None and provider.name() == "geomap-gan"
-    alg = registry.algorithmById("geomap_gan:render")
-    assert alg is not None
-    assert alg.displayName() == "Render map from satellite image"
-    names = {p.name() for p in alg.parameterDefinitions()}
-    assert {
-        "INPUT",
-        "MODEL",
-        "BANDS",
-        "OVERLAP",
-        "BATCH_SIZE",
-        "DEVICE",
-        "OUTPUT_RES",
-        "AOI",
-    } <= names
-    assert {"EXTENT", "OUTPUT"} <= names
-    assert alg.canExecute() == (True, "")
-
-
-def test_defaults_match_render_options(qgis_plugin: Any) -> None:
-    """Same defaults as the engine (and so the CLI): the plugin keeps literals to load fast."""
-    from qgis.core import QgsApplication
-
-    from geomap_gan.render import RenderOptions
-
-    alg = QgsApplication.processingRegistry().algorithmById("geomap_gan:render")
+# ---- the toolbox -------------------------------------------------------------------------------
+def test_toolbox_shows_both_algorithms_with_drop_downs_and_the_engine_s_defaults(
+    qgis_python: Path, tmp_path: Path
+) -> None:
+    report = host(qgis_python, tmp_path, [{"describe": True}])
+    algs = report["jobs"][0]
+    assert algs["geomap_gan:render"]["name"] == "Render map from satellite image"
+    assert algs["geomap_gan:setup"]["name"] == "Set up geomap-gan"
+    assert algs["geomap_gan:render"]["can_execute"] == [True, ""]
+    params = algs["geomap_gan:render"]["params"]
+    for name, options in (("DEVICE", ["auto", "cpu", "cuda"]), ("OUTPUT_RES", ["model", "native"]),
+                          ("FORMAT", ["GTiff", "COG"])):  # fmt: skip
+        assert params[name]["type"] == "enum" and params[name]["options"] == options
+        assert params[name]["static_strings"] is True  # qgis_process takes DEVICE=cpu
     opts = RenderOptions()
-
-    def default(name: str) -> Any:
-        return alg.parameterDefinition(name).defaultValue()
-
-    assert default("OVERLAP") == opts.overlap
-    assert default("BATCH_SIZE") == opts.batch_size
-    assert default("DEVICE") == opts.device
-    assert default("OUTPUT_RES") == opts.output_res
-    assert default("FORMAT") == opts.driver
-    assert default("AMP") is opts.amp
-    assert default("ALLOW_UNGEOREFERENCED") is opts.allow_ungeoreferenced
-    assert alg.parameterDefinition("MODEL").flags() & alg.parameterDefinition("MODEL").FlagOptional
-
-
-def test_metadata_declares_processing_provider() -> None:
-    import configparser
-
-    meta = configparser.ConfigParser()
-    meta.read(PLUGIN_DIR / "geomap_gan_qgis" / "metadata.txt")
-    general = meta["general"]
-    assert general["hasProcessingProvider"] == "yes"
-    assert general["qgisMinimumVersion"] == "3.22"
-    assert general["version"] == "0.1.0"
-    assert (PLUGIN_DIR / "geomap_gan_qgis" / general["icon"]).is_file()
+    assert {n: params[n]["default"] for n in (
+        "WINDOW", "OVERLAP", "BATCH_SIZE", "DEVICE", "OUTPUT_RES", "FORMAT", "AMP", "HARMONIZE",
+        "ALLOW_UNGEOREFERENCED")} == {
+        "WINDOW": opts.window, "OVERLAP": opts.overlap, "BATCH_SIZE": opts.batch_size,
+        "DEVICE": opts.device, "OUTPUT_RES": opts.output_res, "FORMAT": opts.driver,
+        "AMP": opts.amp, "HARMONIZE": opts.harmonize,
+        "ALLOW_UNGEOREFERENCED": opts.allow_ungeoreferenced}  # fmt: skip
+    assert params["WINDOW"]["advanced"] and not params["DEVICE"]["advanced"]
+    setup = algs["geomap_gan:setup"]["params"]
+    assert setup["TORCH"]["options"] == ["cpu", "cuda"] and setup["TORCH"]["default"] == "cpu"
+    assert report["modules"] == []  # loading the plugin imports none of torch/rasterio/geomap_gan
 
 
-# ---- processing.run ----------------------------------------------------------------------------
+def test_without_an_engine_the_algorithm_says_how_to_set_one_up(
+    qgis_python: Path, tmp_path: Path, naip: Path
+) -> None:
+    """No variable, nothing on PATH, a fresh profile: the toolbox and a run say the same line."""
+    out = tmp_path / "map.tif"
+    report = host(qgis_python, tmp_path, [{"describe": True},
+                  _render({"INPUT": str(naip), "OUTPUT": str(out)})], engine=None)  # fmt: skip
+    can, why = report["jobs"][0]["geomap_gan:render"]["can_execute"]
+    assert can is False and "Set up geomap-gan" in why and "GEOMAP_GAN_EXECUTABLE" in why
+    assert report["jobs"][1]["error"] == why and "\n" not in why
+    assert not out.exists()
+
+
+# ---- rendering through the child process ------------------------------------------------------
 @pytest.mark.parametrize("output_res", ["model", "native"])
-def test_render_keeps_crs_and_extent(
-    qgis_plugin: Any, naip: Path, model_10m: Path, tmp_path: Path, output_res: str
+def test_render_keeps_crs_and_extent_and_reports_progress(
+    qgis_python: Path, tmp_path: Path, naip: Path, model_10m: Path, output_res: str
 ) -> None:
     out = tmp_path / f"map_{output_res}.tif"
-    feedback = RecordingFeedback.make()
-    results = _run(
-        {
-            "INPUT": str(naip),
-            "MODEL": str(model_10m),
-            "DEVICE": "cpu",
-            "OUTPUT_RES": output_res,
-            "BATCH_SIZE": 4,
-            "OUTPUT": str(out),
-        },
-        feedback,
-    )
-    assert Path(results["OUTPUT"]) == out and out.is_file()
-    assert results["WINDOWS"] > 0
-    src, dst = _layer_facts(naip), _layer_facts(out)
-    assert dst["crs"] == src["crs"] == "EPSG:26914"
-    assert dst["bands"] == 4  # RGB + alpha: the NAIP scene has nodata 0
-    pixel = max(dst["pixel"])
-    assert pixel == pytest.approx(10.0 if output_res == "model" else 5.0)
-    for a, b in zip(src["extent"], dst["extent"], strict=True):
-        assert abs(a - b) <= pixel, (src["extent"], dst["extent"])
-    if output_res == "native":
-        assert dst["size"] == src["size"] == (934, 723)
-    assert feedback.progress_values and max(feedback.progress_values) == pytest.approx(100.0)
-    assert any("geomap-gan" in line for line in feedback.infos)
-    assert any("rendered" in line for line in feedback.infos)  # the plugin's summary
-    assert any("render grid" in line for line in feedback.infos)  # the engine's log, forwarded
+    params = {"INPUT": str(naip), "MODEL": str(model_10m), "DEVICE": "cpu",
+              "OUTPUT_RES": output_res, "WINDOW": 256, "OUTPUT": str(out)}  # fmt: skip
+    report = host(qgis_python, tmp_path, [_render(params)])
+    job = report["jobs"][0]
+    assert "error" not in job, job.get("error")
+    assert Path(job["results"]["OUTPUT"]) == out and job["results"]["WINDOWS"] > 1
+    with rasterio.open(naip) as a, rasterio.open(out) as b:
+        assert b.crs == a.crs
+        assert b.bounds == pytest.approx(a.bounds, abs=a.res[0] if output_res == "native" else 10.0)
+        expected = (a.width, a.height) if output_res == "native" else (467, 362)
+        assert (b.width, b.height) == pytest.approx(expected, abs=1)
+    steps = job["progress"]
+    assert steps == sorted(steps) and steps[-1] == 100.0 and any(0 < s < 100 for s in steps)
+    assert any("render grid" in line for line in job["infos"])  # the engine's log reached QGIS
+    assert any("geomap-gan" in line and "--progress json" in line for line in job["infos"])
+    assert report["modules"] == []  # the engine ran elsewhere
 
 
-def test_result_loads_as_layer(
-    qgis_plugin: Any, naip: Path, model_10m: Path, tmp_path: Path
+def test_cancel_mid_render_stops_the_child_and_leaves_no_output(
+    qgis_python: Path, tmp_path: Path, naip: Path, model_5m: Path
 ) -> None:
-    """runAndLoadResults, as the toolbox does: the output is added to the project as a layer."""
-    import processing
-    from qgis.core import QgsProject, QgsRasterLayer
-
-    out = tmp_path / "loaded.tif"
-    project = QgsProject.instance()
-    before = set(project.mapLayers())
-    try:
-        processing.runAndLoadResults(
-            "geomap_gan:render",
-            {"INPUT": str(naip), "MODEL": str(model_10m), "DEVICE": "cpu", "OUTPUT": str(out)},
-        )
-        added = [project.mapLayer(i) for i in set(project.mapLayers()) - before]
-        assert len(added) == 1
-        layer = added[0]
-        assert isinstance(layer, QgsRasterLayer) and layer.isValid()
-        assert Path(layer.source()) == out
-        assert layer.crs().authid() == "EPSG:26914"
-        del layer, added
-    finally:
-        project.removeAllMapLayers()
-        gc.collect()
-
-
-def test_aoi_layer_limits_rendered_tiles(
-    qgis_plugin: Any, naip: Path, model_5m: Path, tmp_path: Path
-) -> None:
-    """A polygon in another CRS (WGS 84) over the scene's west third: fewer tiles, same grid."""
-    from qgis.core import (
-        QgsCoordinateReferenceSystem,
-        QgsCoordinateTransform,
-        QgsFeature,
-        QgsGeometry,
-        QgsProject,
-        QgsRectangle,
-        QgsVectorLayer,
-    )
-
-    src = _layer_facts(naip)
-    xmin, ymin, xmax, ymax = src["extent"]
-    west = QgsGeometry.fromRect(QgsRectangle(xmin, ymin, xmin + (xmax - xmin) / 3, ymax))
-    west.transform(
-        QgsCoordinateTransform(
-            QgsCoordinateReferenceSystem("EPSG:26914"),
-            QgsCoordinateReferenceSystem("EPSG:4326"),
-            QgsProject.instance(),
-        )
-    )
-    aoi = QgsVectorLayer("Polygon?crs=EPSG:4326", "aoi", "memory")
-    feature = QgsFeature()
-    feature.setGeometry(west)
-    aoi.dataProvider().addFeatures([feature])
-    try:
-        base = {"INPUT": str(naip), "MODEL": str(model_5m), "DEVICE": "cpu", "BATCH_SIZE": 4}
-        full = _run({**base, "OUTPUT": str(tmp_path / "full.tif")})
-        part = _run({**base, "AOI": aoi, "OUTPUT": str(tmp_path / "aoi.tif")})
-        both = _run(
-            {
-                **base,
-                "AOI": aoi,
-                "EXTENT": f"{xmin},{xmin + 300},{ymax - 300},{ymax} [EPSG:26914]",
-                "OUTPUT": str(tmp_path / "both.tif"),
-            }
-        )
-        from qgis.core import QgsProcessingException
-
-        with pytest.raises(QgsProcessingException, match="do not overlap"):
-            _run(
-                {
-                    **base,
-                    "AOI": aoi,
-                    "EXTENT": f"{xmax - 300},{xmax},{ymin},{ymin + 300} [EPSG:26914]",
-                    "OUTPUT": str(tmp_path / "none.tif"),
-                }
-            )
-    finally:
-        del aoi
-        gc.collect()
-    assert full["WINDOWS_SKIPPED"] == 0
-    assert 0 < part["WINDOWS"] < full["WINDOWS"]
-    assert 0 < both["WINDOWS"] < part["WINDOWS"]
-    assert _layer_facts(tmp_path / "aoi.tif")["crs"] == "EPSG:26914"
-    assert not (tmp_path / "none.tif").exists()
-
-
-def test_cancel_mid_run_leaves_no_output(
-    qgis_plugin: Any, naip: Path, model_5m: Path, tmp_path: Path
-) -> None:
-    """Cancel at the first progress report: the engine stops within a batch, nothing is left."""
-    from qgis.core import QgsProcessingException
-
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    feedback = RecordingFeedback.make()
-    feedback.progressChanged.connect(lambda p: feedback.cancel() if 0 < p < 100 else None)
-    with pytest.raises(QgsProcessingException) as excinfo:
-        _run(
-            {
-                "INPUT": str(naip),
-                "MODEL": str(model_5m),
-                "DEVICE": "cpu",
-                "BATCH_SIZE": 2,  # 20 windows: 10 batches
-                "OUTPUT": str(out_dir / "map.tif"),
-            },
-            feedback,
-        )
-    assert "cancel" in str(excinfo.value).lower()
-    assert feedback.isCanceled()
-    assert max(feedback.progress_values) < 100
-    assert list(out_dir.iterdir()) == []  # neither the output nor a temporary file
+    params = {"INPUT": str(naip), "MODEL": str(model_5m), "DEVICE": "cpu", "GSD": 1.0,
+              "WINDOW": 256, "BATCH_SIZE": 1, "OUTPUT": str(out_dir / "map.tif")}  # fmt: skip
+    job = host(qgis_python, tmp_path, [_render(params, cancel_at=0.1)])["jobs"][0]
+    assert job["error"] == "cancelled; no output was written"
+    assert max(job["progress"]) < 100
+    assert list(out_dir.iterdir()) == []  # no output, no temporary file
 
 
-def test_engine_error_becomes_processing_exception_with_cli_message(
-    qgis_plugin: Any, naip: Path, model_5m: Path, tmp_path: Path
+def test_engine_error_arrives_as_the_cli_s_one_line(
+    qgis_python: Path, tmp_path: Path, naip: Path, model_5m: Path
 ) -> None:
-    """Band 9 of a 4-band raster: the same one-line message the engine (and so the CLI) gives."""
-    from qgis.core import QgsProcessingException
-
-    from geomap_gan.errors import GeomapGanError
-    from geomap_gan.render import RenderOptions, render
-
-    with pytest.raises(GeomapGanError) as engine:
-        render(naip, tmp_path / "direct.tif", model_5m, RenderOptions(bands=(1, 2, 9)))
-    with pytest.raises(QgsProcessingException) as plugin:
-        _run(
-            {
-                "INPUT": str(naip),
-                "MODEL": str(model_5m),
-                "BANDS": "1,2,9",
-                "OUTPUT": str(tmp_path / "map.tif"),
-            }
-        )
-    assert str(plugin.value) == str(engine.value)
-    assert "\n" not in str(plugin.value)
-    assert not (tmp_path / "map.tif").exists()
+    out = tmp_path / "map.tif"
+    params = {"INPUT": str(naip), "MODEL": str(model_5m), "BANDS": "1,2,9", "OUTPUT": str(out)}
+    job = host(qgis_python, tmp_path, [_render(params)])["jobs"][0]
+    cli = subprocess.run(
+        [str(ENGINE), "render", str(naip), str(out), "--model", str(model_5m), "--bands", "1,2,9"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert cli.returncode == 2
+    assert f"Error: {job['error']}" == cli.stderr.strip().splitlines()[-1]
+    assert not out.exists()
 
 
-@pytest.mark.parametrize(
-    ("params", "message"),
-    [
-        ({"BANDS": "red,green"}, "BANDS must be 1-based band numbers"),
-        ({"MODEL": "{tmp}/missing.safetensors"}, "missing.safetensors"),
-        ({"INPUT": "{tmp}/not_a_raster.tif"}, "INPUT"),
-    ],
-)
-def test_bad_input_raises_processing_exception(
-    qgis_plugin: Any,
-    naip: Path,
-    model_5m: Path,
-    tmp_path: Path,
-    params: dict[str, str],
-    message: str,
+def test_aoi_layer_limits_the_rendered_windows(
+    qgis_python: Path, tmp_path: Path, naip: Path, model_5m: Path
 ) -> None:
-    from qgis.core import QgsProcessingException
-
-    (tmp_path / "not_a_raster.tif").write_text("this is not a GeoTIFF\n")
-    full = {"INPUT": str(naip), "MODEL": str(model_5m), "OUTPUT": str(tmp_path / "map.tif")}
-    full.update({k: v.format(tmp=tmp_path) for k, v in params.items()})
-    with pytest.raises(QgsProcessingException, match=message):
-        _run(full)
-    assert not (tmp_path / "map.tif").exists()
-
-
-# ---- a QGIS whose Python lacks geomap_gan or torch ---------------------------------------------
-def test_plugin_loads_without_torch_and_says_what_to_install(tmp_path: Path) -> None:
-    """QGIS's own /usr/bin/python3, no venv: the plugin loads; the algorithm names what is missing.
-
-    First without the project on sys.path (geomap_gan missing), then with it (geomap_gan present,
-    its dependencies such as torch missing).
-    """
-    require_qgis()
-    python = Path("/usr/bin/python3")
-    if not python.is_file():
-        unavailable("no /usr/bin/python3 (QGIS's Python)", "CI installs QGIS from Debian")
-    probe = subprocess.run(
-        [str(python), "-c", "import qgis.core, importlib.util as u; print(u.find_spec('torch'))"],
-        capture_output=True,
-        text=True,
-    )
-    if probe.returncode != 0 or probe.stdout.strip() != "None":
-        unavailable(
-            "/usr/bin/python3 cannot import qgis, or already has torch",
-            "CI's system Python has QGIS and no torch (torch lives in the venv)",
-        )
-    script = textwrap.dedent(
-        f"""
-        import json, sys
-        from qgis.core import QgsApplication, QgsProcessingException
-        app = QgsApplication([], False)
-        app.initQgis()
-        sys.path.append({str(Path("/usr/share/qgis/python/plugins"))!r})
-        sys.path.insert(0, {str(PLUGIN_DIR)!r})
-        from processing.core.Processing import Processing
-        Processing.initialize()
-        import processing
-        import geomap_gan_qgis
-        plugin = geomap_gan_qgis.classFactory(None)
-        plugin.initProcessing()
-        alg = QgsApplication.processingRegistry().algorithmById("geomap_gan:render")
-        report = {{"registered": alg is not None}}
-        params = {{"INPUT": {str(require(ROOT.parent / "shared" / "data" / "geotiff" / NAIP))!r},
-                   "OUTPUT": {str(tmp_path / "map.tif")!r}}}
-        for case in ("bare", "with_project"):
-            if case == "with_project":
-                sys.path.insert(0, {str(ROOT)!r})
-            report[case + "_can_execute"] = list(alg.canExecute())
-            try:
-                processing.run("geomap_gan:render", params)
-                report[case] = "ran"
-            except QgsProcessingException as exc:
-                report[case] = str(exc)
-        plugin.unload()
-        app.exitQgis()
-        print(json.dumps(report))
-        """
-    )
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env["QT_QPA_PLATFORM"] = "offscreen"
-    proc = subprocess.run(
-        [str(python), "-c", script],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        cwd=tmp_path,  # `python -c` puts the working directory first on sys.path
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert report["registered"]
-    bare, with_project = report["bare"], report["with_project"]
-    assert "cannot import the geomap-gan package ('geomap_gan')" in bare
-    assert "cannot import PyTorch ('torch')" in with_project  # geomap_gan.render imports torch
-    for message in (bare, with_project):
-        assert "pip install" in message and "--system-site-packages" in message
-        assert "PYTHONPATH=" in message and "\n" not in message
-    assert report["bare_can_execute"][0] is False
-    assert "geomap_gan" in report["bare_can_execute"][1]
-    assert report["with_project_can_execute"][0] is False
-    assert "torch" in report["with_project_can_execute"][1]
-    assert not (tmp_path / "map.tif").exists()
+    with rasterio.open(naip) as src:
+        b, crs = src.bounds, src.crs.to_string()
+    x0, y0 = b.left + 50, b.top - 800
+    square = [[x0, y0], [x0 + 500, y0], [x0 + 500, y0 + 500], [x0, y0 + 500], [x0, y0]]
+    aoi = tmp_path / "aoi.geojson"
+    aoi.write_text(json.dumps({"type": "FeatureCollection", "crs": {"type": "name",
+        "properties": {"name": crs}}, "features": [{"type": "Feature", "properties": {},
+        "geometry": {"type": "Polygon", "coordinates": [square]}}]}))  # fmt: skip
+    base = {"INPUT": str(naip), "MODEL": str(model_5m), "DEVICE": "cpu", "WINDOW": 256}
+    jobs = [_render({**base, "OUTPUT": str(tmp_path / "full.tif")}),
+            _render({**base, "AOI": str(aoi), "OUTPUT": str(tmp_path / "aoi.tif")})]  # fmt: skip
+    full, part = (j["results"] for j in host(qgis_python, tmp_path, jobs)["jobs"])
+    assert 0 < part["WINDOWS"] < full["WINDOWS"]
+    assert part["WINDOWS"] + part["WINDOWS_SKIPPED"] == full["WINDOWS"]
 
 
-# ---- qgis_process ------------------------------------------------------------------------------
-def test_qgis_process_cli_runs_render(naip: Path, model_5m: Path, tmp_path: Path) -> None:
-    """The way a user scripts QGIS: qgis_process.bin with a fresh profile enabling the plugin."""
-    require_qgis()
+# ---- the package a user installs --------------------------------------------------------------
+def test_zip_installed_in_a_fresh_profile_renders_through_qgis_process(
+    qgis_python: Path, tmp_path: Path, naip: Path, model_5m: Path
+) -> None:
+    """Plugins > Install from ZIP, scripted: the zip unpacked into a new profile, enabled with
+    qgis_process itself, then the README's headless command."""
     if not QGIS_PROCESS.is_file():
         unavailable(f"{QGIS_PROCESS} not installed", "CI=true requires QGIS")
+    package = tmp_path / "geomap_gan_qgis.zip"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "build_plugin.py"), "--out",
+                    str(package)], check=True, capture_output=True)  # fmt: skip
     home = tmp_path / "home"
-    profile = home / ".local/share/QGIS/QGIS3/profiles/default/QGIS"
-    profile.mkdir(parents=True)
-    (profile / "QGIS3.ini").write_text("[PythonPlugins]\ngeomap_gan_qgis=true\n")
-    site_packages = sysconfig.get_paths()["purelib"]  # the venv's, when pytest runs in it
-    env = {
-        **os.environ,
-        "HOME": str(home),
-        "QT_QPA_PLATFORM": "offscreen",
-        "QGIS_PLUGINPATH": str(PLUGIN_DIR),
-        "PYTHONPATH": os.pathsep.join([str(ROOT), site_packages]),
-    }
+    plugins = home / ".local/share/QGIS/QGIS3/profiles/default/python/plugins"
+    plugins.mkdir(parents=True)
+    with zipfile.ZipFile(package) as zf:
+        names = zf.namelist()
+        zf.extractall(plugins)
+    assert {n.split("/")[0] for n in names} == {"geomap_gan_qgis"}
+    assert not any("__pycache__" in n for n in names)
+    env = _qgis_env(home, ENGINE)
+    enable = subprocess.run([str(QGIS_PROCESS), "plugins", "enable", "geomap_gan_qgis"],
+                            capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    assert enable.returncode == 0, enable.stderr[-2000:]
     out = tmp_path / "map.tif"
-    cmd = [
-        str(QGIS_PROCESS),
-        "--json",
-        "run",
-        "geomap_gan:render",
-        "--",
-        f"INPUT={naip}",
-        f"MODEL={model_5m}",
-        "DEVICE=cpu",
-        "OUTPUT_RES=native",
-        "BATCH_SIZE=4",
-        f"OUTPUT={out}",
-    ]
+    cmd = [str(QGIS_PROCESS), "--json", "run", "geomap_gan:render", "--", f"INPUT={naip}",
+           f"MODEL={model_5m}", "DEVICE=cpu", "OUTPUT_RES=native", "WINDOW=256",
+           f"OUTPUT={out}"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-2000:])
     report = json.loads(proc.stdout[proc.stdout.index("{") :])
-    assert Path(report["results"]["OUTPUT"]) == out
-    assert report["results"]["WINDOWS"] > 0
-    import rasterio
-    from rasterio.enums import ColorInterp
-
+    assert Path(report["results"]["OUTPUT"]) == out and report["results"]["WINDOWS"] > 0
     with rasterio.open(naip) as a, rasterio.open(out) as b:
-        assert b.crs == a.crs
-        assert (b.width, b.height, b.count) == (a.width, a.height, 4)  # RGB + alpha (nodata)
-        assert b.colorinterp[3] == ColorInterp.alpha
+        assert b.crs == a.crs and (b.width, b.height, b.count) == (a.width, a.height, 4)
         assert b.transform.almost_equals(a.transform)
+
+
+# ---- "Set up geomap-gan" ------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def project_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's own wheel, built now (what a user's pip would fetch from the index)."""
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out),
+                    str(ROOT)], check=True, capture_output=True, timeout=300)  # fmt: skip
+    return next(out.glob("geomap_gan-*.whl"))
+
+
+def test_setup_installs_the_engine_and_render_then_finds_it(
+    qgis_python: Path, tmp_path: Path, naip: Path, model_5m: Path, project_wheel: Path
+) -> None:
+    """A fresh profile, no engine anywhere: set up from the wheel (torch as this machine's pip
+    provides it, CPU), then render with nothing configured."""
+    import torch
+
+    setup = {"alg": "geomap_gan:setup", "params": {
+        "PACKAGE": str(project_wheel), "TORCH_REQUIREMENT": f"torch=={torch.__version__}"}}  # fmt: skip
+    out = tmp_path / "map.tif"
+    params = {"INPUT": str(naip), "MODEL": str(model_5m), "DEVICE": "cpu", "WINDOW": 256,
+              "OUTPUT": str(out)}  # fmt: skip
+    report = host(qgis_python, tmp_path, [setup, _render(params)], engine=None)
+    installed, rendered = report["jobs"]
+    assert "error" not in installed, installed.get("error")
+    venv = Path(report["settings_dir"]) / "geomap-gan" / "venv"
+    assert Path(installed["results"]["EXECUTABLE"]) == venv / "bin" / "geomap-gan"
+    assert any("Successfully installed" in line for line in installed["console"])  # pip's log
+    assert "error" not in rendered, rendered.get("error")
+    assert Path(rendered["results"]["OUTPUT"]) == out and out.is_file()
+    assert report["modules"] == []
+
+
+def test_setup_says_in_one_line_why_pip_failed(qgis_python: Path, tmp_path: Path) -> None:
+    setup = {"alg": "geomap_gan:setup", "params": {"TORCH_REQUIREMENT": "torch==0.0.1"}}
+    job = host(qgis_python, tmp_path, [setup], engine=None)["jobs"][0]
+    assert job["error"].startswith("setting up geomap-gan failed while pip install torch==0.0.1: ")
+    assert "pip found no installable version" in job["error"] and "\n" not in job["error"]

@@ -1,8 +1,7 @@
-"""geomap-gan QGIS plugin: a Processing provider whose one algorithm calls ``geomap_gan.render``.
+"""geomap-gan QGIS plugin: a Processing provider that runs the geomap-gan engine as a child process.
 
-QGIS imports this package at start-up, so nothing heavy happens here: torch and geomap_gan are only
-imported when the algorithm runs. That keeps QGIS fast to start and lets the plugin load (and say
-what to install) in a QGIS whose Python lacks them.
+QGIS imports this package at start-up, so nothing heavy happens here, and nothing here ever imports
+torch, rasterio or geomap_gan: the engine is the ``geomap-gan`` command of its own environment.
 """
 
 from __future__ import annotations

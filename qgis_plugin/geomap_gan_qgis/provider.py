@@ -1,4 +1,4 @@
-"""The Processing provider "geomap-gan" (id ``geomap_gan``)."""
+"""The Processing provider "geomap-gan" (id ``geomap_gan``) and its one setting, the engine path."""
 
 from __future__ import annotations
 
@@ -7,13 +7,15 @@ from pathlib import Path
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
+from .engine import SETTING
 from .render_algorithm import RenderAlgorithm
+from .setup_algorithm import SetupAlgorithm
 
 ICON = Path(__file__).resolve().parent / "icon.png"
 
 
 class GeomapGanProvider(QgsProcessingProvider):
-    """Holds the render algorithm; outputs are GeoTIFF only (the engine writes GTiff or COG)."""
+    """Holds the render and set-up algorithms; outputs are GeoTIFF only."""
 
     def id(self) -> str:
         return "geomap_gan"
@@ -30,8 +32,28 @@ class GeomapGanProvider(QgsProcessingProvider):
     def svgIconPath(self) -> str:  # noqa: N802 (QGIS API)
         return str(ICON)
 
+    def load(self) -> bool:
+        """Adds the setting "geomap-gan executable" under Settings > Options > Processing >
+        Providers > geomap-gan (empty: $GEOMAP_GAN_EXECUTABLE, PATH, then the set-up venv)."""
+        from processing.core.ProcessingConfig import ProcessingConfig, Setting
+
+        ProcessingConfig.settingIcons[self.name()] = self.icon()
+        ProcessingConfig.addSetting(
+            Setting(self.name(), SETTING, "geomap-gan executable", "", valuetype=Setting.FILE)
+        )
+        ProcessingConfig.readSettings()
+        self.refreshAlgorithms()
+        return True
+
+    def unload(self) -> None:
+        from processing.core.ProcessingConfig import ProcessingConfig
+
+        if SETTING in ProcessingConfig.settings:
+            ProcessingConfig.removeSetting(SETTING)
+
     def loadAlgorithms(self) -> None:  # noqa: N802 (QGIS API)
         self.addAlgorithm(RenderAlgorithm())
+        self.addAlgorithm(SetupAlgorithm())
 
     def supportedOutputRasterLayerExtensions(self) -> list[str]:  # noqa: N802 (QGIS API)
         return ["tif"]

@@ -1,38 +1,29 @@
-"""Processing algorithm ``geomap_gan:render``: parameters and feedback around one engine call.
+"""Processing algorithm ``geomap_gan:render``: Processing parameters in, one engine run out.
 
-All the work (reading, resampling, tiling, inference, blending, writing) is
-``geomap_gan.render.render``; this module only turns Processing parameters into ``RenderOptions``,
-QGIS feedback into the engine's ``progress``/``cancel`` callbacks and engine log lines, and
-``GeomapGanError`` into ``QgsProcessingException`` with the same one-line message the CLI prints.
-
-torch and geomap_gan are imported when the algorithm runs, never at plugin load, so QGIS starts
-fast and a QGIS without them still lists the algorithm, which then says what to install.
+The engine is the ``geomap-gan`` command of its own environment, run as a child process
+(``engine.run_engine``): this module only turns parameters into its command line, its JSON events
+into QGIS feedback, and its one-line errors into ``QgsProcessingException``. Nothing here imports
+torch, rasterio or geomap_gan, so QGIS's Python never loads them.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import logging
+import os
 import re
-import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from qgis.core import (
+    QgsApplication,
     QgsCoordinateReferenceSystem,
     QgsFeatureRequest,
     QgsGeometry,
-    QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
     QgsProcessingParameterBoolean,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSource,
@@ -41,108 +32,56 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
+    QgsProcessingUtils,
     QgsRasterLayer,
 )
 from qgis.PyQt.QtGui import QIcon
 
+from . import compat
+from .engine import (
+    SETTING,
+    EngineError,
+    check_executable,
+    find_engine,
+    not_found_message,
+    run_engine,
+)
+
 ICON = Path(__file__).resolve().parent / "icon.png"
 
-# Defaults mirror geomap_gan.render.RenderOptions (and so the CLI); they are literals here so that
-# QGIS can build the dialog without importing torch. tests/test_qgis_plugin.py checks they agree.
-DEFAULT_OVERLAP = 32  # pixels of the model grid
+# Defaults mirror geomap_gan's RenderOptions (and so the CLI); literals, because the plugin never
+# imports the engine. tests/test_qgis_plugin.py checks that they agree.
+DEFAULT_WINDOW = 1024  # px of the model grid, models with a bounded receptive field
+DEFAULT_OVERLAP = 32  # px of the model grid, blended windows (models without one)
 DEFAULT_BATCH_SIZE = 0  # windows per forward pass; 0: the engine's choice for the device
 DEVICES = ("auto", "cpu", "cuda")
 OUTPUT_RESOLUTIONS = ("model", "native")
 FORMATS = ("GTiff", "COG")
-ENGINE_LOGGER = "geomap_gan"
 
 
-def missing_dependency_message(exc: ImportError | None, missing: str | None = None) -> str:
-    """One line saying which module QGIS's Python lacks and exactly how to provide it."""
-    name = missing or (getattr(exc, "name", None) or "geomap_gan")
-    top = name.split(".")[0]
-    what = {
-        "torch": "PyTorch ('torch')",
-        "geomap_gan": "the geomap-gan package ('geomap_gan')",
-    }.get(top, f"the Python module {top!r} (a dependency of geomap-gan)")
-    if name == "geomap_gan.render":
-        what = "geomap_gan.render (the installed geomap-gan is too old)"
-    ver = f"{sys.version_info.major}.{sys.version_info.minor}"
-    detail = f" ({exc})" if exc is not None else ""
-    return (
-        f"geomap-gan cannot run: QGIS's Python {ver} cannot import {what}{detail}. "
-        f"Install geomap-gan and torch into a venv that shares QGIS's packages: "
-        f"`/usr/bin/python3 -m venv --system-site-packages ~/geomap-venv && "
-        f"~/geomap-venv/bin/pip install 'numpy<2' /path/to/geomap-gan`, then start QGIS with "
-        f"PYTHONPATH=~/geomap-venv/lib/python{ver}/site-packages "
-        f"(see the plugin's README.md)."
-    )
+def setup_venv() -> Path:
+    """Where "Set up geomap-gan" puts the engine: a venv in the user's QGIS profile folder."""
+    return Path(QgsApplication.qgisSettingsDirPath()) / "geomap-gan" / "venv"
 
 
-def _import_engine() -> tuple[Any, Any, type[Exception]]:
-    """``(render, RenderOptions, GeomapGanError)``, or a QgsProcessingException: what to install."""
-    try:
-        from geomap_gan.errors import GeomapGanError
-        from geomap_gan.render import RenderOptions, render
-    except ImportError as exc:
-        raise QgsProcessingException(missing_dependency_message(exc)) from exc
-    return render, RenderOptions, GeomapGanError
+def engine_setting() -> str | None:
+    """The provider setting (Settings > Options > Processing > Providers > geomap-gan)."""
+    from processing.core.ProcessingConfig import ProcessingConfig
+
+    value = ProcessingConfig.getSetting(SETTING)
+    return str(value) if value else None
 
 
-def parse_bands(text: str) -> tuple[int, ...] | None:
-    """'1,2,3' (commas and/or spaces) -> (1, 2, 3), 1-based; '' -> None (engine chooses)."""
-    text = text.strip()
-    if not text:
-        return None
-    parts = [p for p in re.split(r"[,\s]+", text) if p]
-    if not all(p.isdigit() and int(p) >= 1 for p in parts):
-        raise QgsProcessingException(
-            f"BANDS must be 1-based band numbers such as 1,2,3; got {text!r}"
-        )
-    return tuple(int(p) for p in parts)
-
-
-def parse_scale(text: str) -> tuple[float, float] | None:
-    """'MIN,MAX' -> (min, max) for the linear stretch to 8 bit; '' -> None (auto percentile)."""
-    text = text.strip()
-    if not text:
-        return None
-    parts = [p for p in re.split(r"[,\s]+", text) if p]
-    try:
-        low, high = (float(p) for p in parts)
-    except ValueError:
-        raise QgsProcessingException(
-            f"SCALE must be two numbers MIN,MAX such as 0,3000; got {text!r}"
-        ) from None
-    return low, high
+def locate_engine() -> Path | None:
+    return find_engine(engine_setting(), setup_venv(), os.environ)
 
 
 def crs_string(crs: QgsCoordinateReferenceSystem) -> str:
-    """A CRS string rasterio understands: 'EPSG:n' when QGIS knows the code, else GDAL WKT."""
+    """A CRS string the engine understands: 'EPSG:n' when QGIS knows the code, else GDAL WKT."""
     authid = crs.authid()
     if authid.upper().startswith(("EPSG:", "ESRI:")):
         return authid
-    return crs.toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED_GDAL)
-
-
-class _FeedbackLogHandler(logging.Handler):
-    """Forwards the engine's log records to the Processing log (warnings as errors in red)."""
-
-    def __init__(self, feedback: QgsProcessingFeedback) -> None:
-        super().__init__(logging.INFO)
-        self.feedback = feedback
-        self._lock_feedback = threading.Lock()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            msg = self.format(record)
-            with self._lock_feedback:
-                if record.levelno >= logging.WARNING:
-                    self.feedback.reportError(msg, False)
-                else:
-                    self.feedback.pushInfo(msg)
-        except Exception:  # a logging handler must never raise into the engine
-            self.handleError(record)
+    return crs.toWkt(compat.WKT_GDAL)
 
 
 class RenderAlgorithm(QgsProcessingAlgorithm):
@@ -151,6 +90,7 @@ class RenderAlgorithm(QgsProcessingAlgorithm):
     INPUT = "INPUT"
     MODEL = "MODEL"
     BANDS = "BANDS"
+    WINDOW = "WINDOW"
     OVERLAP = "OVERLAP"
     BATCH_SIZE = "BATCH_SIZE"
     DEVICE = "DEVICE"
@@ -161,6 +101,7 @@ class RenderAlgorithm(QgsProcessingAlgorithm):
     SCALE = "SCALE"
     FORMAT = "FORMAT"
     AMP = "AMP"
+    HARMONIZE = "HARMONIZE"
     ALLOW_UNGEOREFERENCED = "ALLOW_UNGEOREFERENCED"
     OUTPUT = "OUTPUT"
 
@@ -183,35 +124,33 @@ class RenderAlgorithm(QgsProcessingAlgorithm):
     def createInstance(self) -> RenderAlgorithm:  # noqa: N802 (QGIS API)
         return RenderAlgorithm()
 
-    def flags(self) -> QgsProcessingAlgorithm.Flags:
-        return super().flags() | QgsProcessingAlgorithm.FlagCanCancel
+    def flags(self) -> Any:
+        return super().flags() | compat.CAN_CANCEL
 
     def shortHelpString(self) -> str:  # noqa: N802 (QGIS API)
         return (
             "Renders a map-style RGB GeoTIFF (roads, water, parks, buildings) from an RGB aerial "
             "or satellite raster with a pix2pix generator, keeping the input's CRS and extent. "
-            "The input is resampled to the model's ground sample distance (metres per pixel), "
-            "rendered in overlapping tiles blended without seams, and written at the model's "
+            "The input is resampled to the model's ground sample distance (metres per pixel) and "
+            "rendered in large windows, each keeping only the pixels whose whole neighbourhood "
+            "it sees, so the map does not depend on the window grid. Output at the model's "
             "resolution or back at the input's (Output resolution).<br><br>"
+            "The model was trained on New York aerials: elsewhere expect plausible but "
+            "imperfect maps; the log says when a scene's colours are far from the training "
+            "aerials.<br><br>"
             "<b>Bands</b>: 1-based band numbers for R,G,B such as 1,2,3; empty: from the colour "
             "interpretation, else 1,2,3.<br>"
-            "<b>Area of interest</b>: polygons and/or an extent; only tiles that touch them are "
-            "rendered (polygons are clipped to the extent when both are given).<br>"
-            "<b>Model</b>: a geomap-gan .safetensors model file; empty: the bundled model.<br>"
-            "Same options and defaults as <code>geomap-gan render</code>. Needs the geomap-gan "
-            "Python package and torch in QGIS's Python (see the plugin's README.md)."
+            "<b>Area of interest</b>: polygons and/or an extent; only windows that touch them "
+            "are rendered.<br>"
+            "<b>Model</b>: a geomap-gan .safetensors file; empty: the bundled model.<br>"
+            "The engine runs as the geomap-gan command in its own environment: run "
+            "<i>Set up geomap-gan</i> once, or point Settings > Options > Processing > "
+            "Providers > geomap-gan at an installed geomap-gan."
         )
 
     def canExecute(self) -> tuple[bool, str]:  # noqa: N802 (QGIS API)
-        """Cheap check (no import) so the toolbox can say what is missing before a run."""
-        for module in ("geomap_gan", "torch"):
-            try:
-                found = importlib.util.find_spec(module) is not None
-            except (ImportError, ValueError):
-                found = False
-            if not found:
-                return False, missing_dependency_message(None, module)
-        return True, ""
+        """Whether an engine is configured or installed (no process is started)."""
+        return (True, "") if locate_engine() is not None else (False, not_found_message())
 
     # ---- parameters -------------------------------------------------------------------------
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
@@ -222,7 +161,7 @@ class RenderAlgorithm(QgsProcessingAlgorithm):
             QgsProcessingParameterFile(
                 self.MODEL,
                 "Model file (empty: the bundled model)",
-                behavior=QgsProcessingParameterFile.File,
+                behavior=compat.FILE,
                 fileFilter="geomap-gan models (*.safetensors *.pt *.pth);;All files (*.*)",
                 optional=True,
             )
@@ -234,27 +173,9 @@ class RenderAlgorithm(QgsProcessingAlgorithm):
                 optional=True,
             )
         )
+        self.addParameter(_enum(self.DEVICE, "Device", DEVICES, DEVICES[0]))
         self.addParameter(
-            QgsProcessingParameterNumber(
-                self.OVERLAP,
-                "Tile overlap (pixels at model resolution)",
-                type=QgsProcessingParameterNumber.Integer,
-                defaultValue=DEFAULT_OVERLAP,
-                minValue=0,
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                self.BATCH_SIZE,
-                "Batch size (tiles per forward pass; 0: automatic)",
-                type=QgsProcessingParameterNumber.Integer,
-                defaultValue=DEFAULT_BATCH_SIZE,
-                minValue=0,
-            )
-        )
-        self.addParameter(self._enum(self.DEVICE, "Device: auto, cpu or cuda", DEVICES, DEVICES[0]))
-        self.addParameter(
-            self._enum(
+            _enum(
                 self.OUTPUT_RES,
                 "Output resolution (model: the model's GSD; native: the input's pixel size)",
                 OUTPUT_RESOLUTIONS,
@@ -263,20 +184,43 @@ class RenderAlgorithm(QgsProcessingAlgorithm):
         )
         self.addParameter(
             QgsProcessingParameterFeatureSource(
-                self.AOI,
-                "Area of interest (polygons)",
-                types=[QgsProcessing.TypeVectorPolygon],
-                optional=True,
+                self.AOI, "Area of interest (polygons)", types=[compat.POLYGONS], optional=True
             )
         )
         self.addParameter(
             QgsProcessingParameterExtent(self.EXTENT, "Area of interest (extent)", optional=True)
         )
-        advanced = [
+        for param in self._advanced_parameters():
+            param.setFlags(param.flags() | compat.ADVANCED)
+            self.addParameter(param)
+        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Rendered map"))
+        for name, label in (
+            ("WINDOWS", "Windows rendered"),
+            ("WINDOWS_SKIPPED", "Windows skipped (outside the AOI or nodata)"),
+            ("SECONDS", "Render time in the engine (seconds)"),
+            ("MEGAPIXELS", "Input megapixels at the model's GSD"),
+        ):
+            self.addOutput(QgsProcessingOutputNumber(name, label))
+
+    def _advanced_parameters(self) -> list[Any]:
+        def integer(name: str, label: str, default: int, minimum: int) -> Any:
+            return QgsProcessingParameterNumber(
+                name, label, type=compat.INTEGER, defaultValue=default, minValue=minimum
+            )
+
+        return [
+            integer(self.WINDOW, "Window side (px of the model grid)", DEFAULT_WINDOW, 64),
+            integer(self.OVERLAP, "Overlap of blended windows (older models)", DEFAULT_OVERLAP, 0),
+            integer(
+                self.BATCH_SIZE,
+                "Batch size (windows per pass; 0: automatic)",
+                DEFAULT_BATCH_SIZE,
+                0,
+            ),
             QgsProcessingParameterNumber(
                 self.GSD,
                 "Override the model's input GSD (metres per pixel)",
-                type=QgsProcessingParameterNumber.Double,
+                type=compat.DOUBLE,
                 minValue=0.0,
                 optional=True,
             ),
@@ -285,9 +229,14 @@ class RenderAlgorithm(QgsProcessingAlgorithm):
                 "Linear stretch to 8 bit MIN,MAX (empty: automatic percentiles)",
                 optional=True,
             ),
-            self._enum(self.FORMAT, "Output format: GTiff or COG", FORMATS, FORMATS[0]),
+            _enum(self.FORMAT, "Output format", FORMATS, FORMATS[0]),
             QgsProcessingParameterBoolean(
                 self.AMP, "Use bfloat16 autocast where the device supports it", defaultValue=True
+            ),
+            QgsProcessingParameterBoolean(
+                self.HARMONIZE,
+                "Map the scene's colours onto the training aerials' (harmonise)",
+                defaultValue=False,
             ),
             QgsProcessingParameterBoolean(
                 self.ALLOW_UNGEOREFERENCED,
@@ -295,29 +244,6 @@ class RenderAlgorithm(QgsProcessingAlgorithm):
                 defaultValue=False,
             ),
         ]
-        for param in advanced:
-            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-            self.addParameter(param)
-        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Rendered map"))
-        for name, label in (
-            ("WINDOWS", "Tiles rendered"),
-            ("WINDOWS_SKIPPED", "Tiles skipped (outside the AOI or nodata)"),
-            ("SECONDS", "Render time (seconds)"),
-            ("MEGAPIXELS", "Input megapixels at the model's GSD"),
-        ):
-            self.addOutput(QgsProcessingOutputNumber(name, label))
-
-    @staticmethod
-    def _enum(
-        name: str, label: str, options: tuple[str, ...], default: str
-    ) -> QgsProcessingParameterEnum:
-        """An enum whose values are the CLI's words (``DEVICE=cpu``), not indexes.
-
-        ``qgis_process help`` in 3.22 still lists indexes, so the labels name the words too.
-        """
-        param = QgsProcessingParameterEnum(name, label, options=list(options), defaultValue=default)
-        param.setUsesStaticStrings(True)
-        return param
 
     # ---- run --------------------------------------------------------------------------------
     def processAlgorithm(  # noqa: N802 (QGIS API)
@@ -326,81 +252,71 @@ class RenderAlgorithm(QgsProcessingAlgorithm):
         context: QgsProcessingContext,
         feedback: QgsProcessingFeedback,
     ) -> dict[str, Any]:
-        render, render_options, geomap_gan_error = _import_engine()
         if feedback is None:  # C++ callers may pass none
             feedback = QgsProcessingFeedback()
+        engine = locate_engine()
+        if engine is None:
+            raise QgsProcessingException(not_found_message())
+        args = [str(engine), "render", *self._engine_arguments(parameters, context)]
+        feedback.pushInfo("$ " + " ".join(args))
+        try:
+            check_executable(engine)
+            result = run_engine(args, lambda e: _show_event(e, feedback), feedback.isCanceled)
+        except EngineError as exc:
+            raise QgsProcessingException(str(exc)) from None
+        feedback.setProgress(100.0)
+        feedback.pushInfo(
+            f"rendered {result['width']}x{result['height']} px, CRS {result['crs']}, "
+            f"{result['windows']} windows ({result['windows_skipped']} skipped) in "
+            f"{result['seconds']:.1f} s"
+        )
+        return {
+            self.OUTPUT: str(result["path"]),
+            "WINDOWS": result["windows"],
+            "WINDOWS_SKIPPED": result["windows_skipped"],
+            "SECONDS": result["seconds"],
+            "MEGAPIXELS": result["megapixels"],
+        }
+
+    def _engine_arguments(
+        self, parameters: dict[str, Any], context: QgsProcessingContext
+    ) -> list[str]:
+        """The ``geomap-gan render`` arguments for these parameters (the engine validates them)."""
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         if layer is None:
             raise QgsProcessingException(self.invalidRasterError(parameters, self.INPUT))
-        src = self._source_path(layer)
         dst = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         if Path(dst).suffix.lower() not in (".tif", ".tiff"):
             raise QgsProcessingException(f"the output must be a GeoTIFF (.tif); got {dst}")
+        args = [_source_path(layer), dst, "--progress", "json", "--overwrite"]  # QGIS asked
+        args += ["--device", self.parameterAsEnumString(parameters, self.DEVICE, context)]
+        args += ["--output-res", self.parameterAsEnumString(parameters, self.OUTPUT_RES, context)]
+        args += ["--format", self.parameterAsEnumString(parameters, self.FORMAT, context)]
+        for name, flag in ((self.WINDOW, "--window"), (self.OVERLAP, "--overlap"),
+                           (self.BATCH_SIZE, "--batch-size")):  # fmt: skip
+            args += [flag, str(self.parameterAsInt(parameters, name, context))]
+        model = self.parameterAsFile(parameters, self.MODEL, context)
+        if model:
+            args += ["--model", model]
+        for name, flag in ((self.BANDS, "--bands"), (self.SCALE, "--scale")):
+            text = re.sub(r"[\s,]+", ",", self.parameterAsString(parameters, name, context).strip())
+            if text:
+                args += [flag, text]
+        if _is_set(parameters, self.GSD):
+            args += ["--gsd", repr(self.parameterAsDouble(parameters, self.GSD, context))]
+        args.append(
+            "--amp" if self.parameterAsBoolean(parameters, self.AMP, context) else "--no-amp"
+        )
+        if self.parameterAsBoolean(parameters, self.HARMONIZE, context):
+            args.append("--harmonize")
+        if self.parameterAsBoolean(parameters, self.ALLOW_UNGEOREFERENCED, context):
+            args.append("--allow-ungeoreferenced")
         aoi = self._aoi_wkt(parameters, context, layer.crs())
-        gsd = (
-            self.parameterAsDouble(parameters, self.GSD, context)
-            if self._is_set(parameters, self.GSD)
-            else None
-        )
-        model_path = self.parameterAsFile(parameters, self.MODEL, context) or None
-        options = render_options(
-            overlap=self.parameterAsInt(parameters, self.OVERLAP, context),
-            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
-            device=self.parameterAsEnumString(parameters, self.DEVICE, context),
-            bands=parse_bands(self.parameterAsString(parameters, self.BANDS, context)),
-            output_res=self.parameterAsEnumString(parameters, self.OUTPUT_RES, context),
-            gsd=gsd,
-            scale=parse_scale(self.parameterAsString(parameters, self.SCALE, context)),
-            aoi=aoi,
-            aoi_crs=crs_string(layer.crs()) if aoi is not None else None,
-            driver=self.parameterAsEnumString(parameters, self.FORMAT, context),
-            overwrite=True,  # QGIS asked the user already; temporary outputs are fresh paths
-            allow_ungeoreferenced=self.parameterAsBoolean(
-                parameters, self.ALLOW_UNGEOREFERENCED, context
-            ),
-            amp=self.parameterAsBoolean(parameters, self.AMP, context),
-        )
-        feedback.pushInfo(f"geomap-gan: {src} -> {dst}")
-        feedback.pushInfo(f"model: {model_path or 'bundled default'}; {options}")
-
-        def progress(done: int, total: int) -> None:
-            feedback.setProgress(100.0 * done / total if total else 100.0)
-
-        try:
-            with _engine_log_to(feedback):
-                result = render(
-                    src, dst, model_path, options, progress=progress, cancel=feedback.isCanceled
-                )
-        except geomap_gan_error as exc:
-            raise QgsProcessingException(str(exc)) from exc
-        feedback.setProgress(100.0)
-        feedback.pushInfo(
-            f"rendered {result.width}x{result.height} px, CRS {result.crs}, "
-            f"{result.windows} tiles ({result.windows_skipped} skipped) in {result.seconds:.1f} s"
-        )
-        return {
-            self.OUTPUT: str(result.path),
-            "WINDOWS": result.windows,
-            "WINDOWS_SKIPPED": result.windows_skipped,
-            "SECONDS": result.seconds,
-            "MEGAPIXELS": result.megapixels,
-        }
-
-    # ---- helpers ----------------------------------------------------------------------------
-    @staticmethod
-    def _is_set(parameters: dict[str, Any], name: str) -> bool:
-        value = parameters.get(name)
-        return value is not None and value != ""
-
-    @staticmethod
-    def _source_path(layer: QgsRasterLayer) -> str:
-        """The file (or GDAL dataset string) behind a layer; the engine reads it with rasterio."""
-        if layer.providerType() != "gdal":
-            raise QgsProcessingException(
-                f"the input layer {layer.name()!r} is a {layer.providerType()} layer; "
-                "save it as a GeoTIFF first (the renderer reads files through GDAL)"
-            )
-        return layer.source()
+        if aoi is not None:  # a file: a polygon layer's WKT can outgrow a command line
+            path = Path(QgsProcessingUtils.generateTempFilename("aoi.wkt"))
+            path.write_text(aoi, encoding="utf-8")
+            args += ["--aoi", str(path), "--aoi-crs", crs_string(layer.crs())]
+        return args
 
     def _aoi_wkt(
         self,
@@ -421,7 +337,7 @@ class RenderAlgorithm(QgsProcessingAlgorithm):
                 raise QgsProcessingException(
                     "the AOI layer has no polygon features; select or draw at least one polygon"
                 )
-        if self._is_set(parameters, self.EXTENT):
+        if _is_set(parameters, self.EXTENT):
             box = self.parameterAsExtentGeometry(parameters, self.EXTENT, context, crs)
             if box is not None and not box.isEmpty():
                 area = box if area is None else area.intersection(box)
@@ -432,17 +348,37 @@ class RenderAlgorithm(QgsProcessingAlgorithm):
         return None if area is None else area.asWkt()
 
 
-@contextmanager
-def _engine_log_to(feedback: QgsProcessingFeedback) -> Iterator[None]:
-    """Forward INFO and above from the engine's logger to the Processing log while rendering."""
-    handler = _FeedbackLogHandler(feedback)
-    logger = logging.getLogger(ENGINE_LOGGER)
-    level = logger.level
-    logger.addHandler(handler)
-    if logger.getEffectiveLevel() > logging.INFO:
-        logger.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+def _enum(name: str, label: str, options: tuple[str, ...], default: str) -> Any:
+    """A drop-down whose values are the CLI's words (``DEVICE=cpu`` in qgis_process), not
+    indexes: static strings."""
+    param = QgsProcessingParameterEnum(name, label, options=list(options), defaultValue=default)
+    param.setUsesStaticStrings(True)
+    return param
+
+
+def _is_set(parameters: dict[str, Any], name: str) -> bool:
+    value = parameters.get(name)
+    return value is not None and value != ""
+
+
+def _source_path(layer: QgsRasterLayer) -> str:
+    """The file (or GDAL dataset string) behind a layer; the engine reads it with GDAL."""
+    if layer.providerType() != "gdal":
+        raise QgsProcessingException(
+            f"the input layer {layer.name()!r} is a {layer.providerType()} layer; "
+            "save it as a GeoTIFF first (the renderer reads files through GDAL)"
+        )
+    return layer.source()
+
+
+def _show_event(event: dict[str, Any], feedback: QgsProcessingFeedback) -> None:
+    """One engine event on the Processing feedback: progress bar, log, warnings in red."""
+    if event["event"] == "progress":
+        total = event.get("total") or 0
+        feedback.setProgress(100.0 * event.get("done", 0) / total if total else 0.0)
+    elif event["event"] == "log":
+        message = str(event.get("message", ""))
+        if event.get("level") in ("WARNING", "ERROR", "CRITICAL"):
+            feedback.reportError(message, False)
+        else:
+            feedback.pushInfo(message)
