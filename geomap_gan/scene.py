@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
@@ -27,6 +28,9 @@ from rasterio.io import DatasetReader
 from rasterio.vrt import WarpedVRT
 
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from .resample import ResampledView
 
 log = logging.getLogger(__name__)
 
@@ -221,12 +225,16 @@ def model_grid(ds: DatasetReader, gsd: float, max_upscale: float) -> tuple[Grid,
     return Grid(width, height, transform, ds.crs), scene_gsd
 
 
-def render_source(ds: DatasetReader, grid: Grid) -> DatasetReader | WarpedVRT:
-    """The dataset to read the render grid from: ``ds`` itself, or a WarpedVRT resampling it on
-    the fly (area average when shrinking, cubic when enlarging); nodata, alpha and masks carry
-    over."""
+def render_source(ds: DatasetReader, grid: Grid) -> DatasetReader | WarpedVRT | ResampledView:
+    """The dataset to read the render grid from: ``ds`` itself; resampled reads when the grid is
+    ``ds`` rescaled in its own CRS (``resample.ResampledView``, area average when shrinking,
+    cubic when enlarging); else a WarpedVRT. Nodata, alpha and masks carry over."""
     if grid.transform == ds.transform and (grid.width, grid.height) == (ds.width, ds.height):
         return ds
+    from .resample import ResampledView, can_resample_by_reads
+
+    if can_resample_by_reads(ds, grid):
+        return ResampledView(ds, grid)
     shrink = abs(grid.transform.a) > abs(ds.transform.a)
     # Validity travels as an alpha band warped together with the data: reading a warped mask
     # separately (read_masks) runs the whole warp a second time (measured 5x slower on NAIP).

@@ -1,0 +1,112 @@
+"""The render grid of a north-up scene in its own CRS, read with GDAL's resampled reads.
+
+Why: when only the pixel size changes (the common case: a 0.5-1 m orthophoto for a ~1.9 m model),
+a WarpedVRT runs GDAL's general warper, which transforms coordinates per pixel and, on this
+machine, delivers about 1 MP/s of output. GDAL's resampled RasterIO (a floating-point source
+window read into a smaller or larger buffer) computes the same area average or cubic kernel,
+uses an overview that is at least as fine as the target when the file has one, and runs in
+the reader thread at decode speed: 15-100x faster when shrinking, 4x when enlarging (a 4096^2
+scene, measured side by side). Reads of any window of the grid give the same pixels as one
+read of the whole grid, so the map still does not depend on the window grid.
+
+Grid pixels that straddle the raster's edge (the grid snaps to the CRS lattice, so up to half a
+pixel sticks out) are read from the part inside the raster, always with the same clamped source
+window, so they too are the same whichever window asks for them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from rasterio.enums import Resampling
+from rasterio.io import DatasetReader
+from rasterio.windows import Window
+
+from .scene import Grid
+
+
+def can_resample_by_reads(ds: DatasetReader, grid: Grid) -> bool:
+    """Whether ``grid`` is ``ds`` rescaled in its own CRS (north-up, no rotation): the case that
+    resampled reads cover. Anything else (rotated rasters) needs the warper."""
+    a, b = ds.transform, grid.transform
+    same_crs = ds.crs == grid.crs
+    return same_crs and a.b == a.d == 0 and b.b == b.d == 0 and a.a * b.a > 0 and a.e * b.e > 0
+
+
+class _Axis:
+    """One axis of the mapping: grid index i covers source coordinates [off + i*f, off + (i+1)*f)."""
+
+    def __init__(self, offset: float, factor: float, size: int) -> None:
+        self.off, self.f, self.n = offset, factor, size
+        # grid indices whose source interval lies wholly inside [0, size)
+        self.first = max(0, math.ceil(-offset / factor - 1e-9))
+        self.stop = math.floor((size - offset) / factor + 1e-9)
+
+    def pieces(self, start: int, stop: int) -> list[tuple[int, int, float, float]]:
+        """Sub-ranges [a, b) of grid indices [start, stop), each with the source interval it
+        reads (clamped to the raster): the inside run, and the edge pixels one by one."""
+        out = []
+        inner = (max(start, self.first), min(stop, self.stop))
+        edges = [i for i in range(start, min(stop, self.first))]
+        edges += [i for i in range(max(start, self.stop, inner[0]), stop)]
+        if inner[0] < inner[1]:
+            out.append((*inner, self.off + inner[0] * self.f, self.off + inner[1] * self.f))
+        for i in edges:
+            lo = min(max(self.off + i * self.f, 0.0), self.n)
+            hi = min(max(self.off + (i + 1) * self.f, 0.0), self.n)
+            if hi - lo > 1e-6:
+                out.append((i, i + 1, lo, hi))
+        return sorted(out)
+
+
+class ResampledView:
+    """Reads like a dataset on ``grid`` (the subset of DatasetReader's interface the reader uses:
+    ``read``, ``read_masks``, size, dtypes, blocks, colour interpretation, masks)."""
+
+    BLOCK = 512  # grid pixels per block, for the reader's block-aligned row cache
+
+    def __init__(self, ds: DatasetReader, grid: Grid) -> None:
+        self.ds = ds
+        self.name = ds.name
+        self.width, self.height = grid.width, grid.height
+        self.transform, self.crs = grid.transform, grid.crs
+        self.count, self.dtypes, self.nodata = ds.count, ds.dtypes, ds.nodata
+        self.colorinterp, self.mask_flag_enums = ds.colorinterp, ds.mask_flag_enums
+        self.block_shapes = [(self.BLOCK, self.BLOCK)] * ds.count
+        s, g = ds.transform, grid.transform
+        fx, fy = g.a / s.a, g.e / s.e
+        self.resampling = Resampling.average if fx * fy > 1 else Resampling.cubic
+        self._x = _Axis((g.c - s.c) / s.a, fx, ds.width)
+        self._y = _Axis((g.f - s.f) / s.e, fy, ds.height)
+
+    def __enter__(self) -> ResampledView:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def read(self, indexes: Sequence[int], window: Window) -> np.ndarray:
+        return self._assemble(indexes, window, self.ds.read, self.resampling, self.dtypes[0])
+
+    def read_masks(self, indexes: Sequence[int], window: Window) -> np.ndarray:
+        return self._assemble(indexes, window, self.ds.read_masks, Resampling.nearest, "uint8")
+
+    def _assemble(
+        self, indexes: Sequence[int], window: Window, read: Any, resampling: Resampling, dtype: Any
+    ) -> np.ndarray:
+        """Grid ``window`` from one resampled read per piece (one for windows off the edges);
+        pixels with no source at all are 0 (and masked: the mask is 0 there too)."""
+        x0, y0 = int(window.col_off), int(window.row_off)
+        w, h = int(window.width), int(window.height)
+        out = np.zeros((len(indexes), h, w), dtype=dtype)
+        for ya, yb, sy0, sy1 in self._y.pieces(y0, y0 + h):
+            for xa, xb, sx0, sx1 in self._x.pieces(x0, x0 + w):
+                src = Window(sx0, sy0, sx1 - sx0, sy1 - sy0)
+                shape = (len(indexes), yb - ya, xb - xa)
+                out[:, ya - y0 : yb - y0, xa - x0 : xb - x0] = read(
+                    list(indexes), window=src, out_shape=shape, resampling=resampling
+                )
+        return out
