@@ -27,6 +27,7 @@ import hashlib
 import logging
 import os
 import platform
+import time
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -46,6 +47,9 @@ Compiled = Callable[[torch.Tensor], torch.Tensor]
 # torch.compile(options=...) did not freeze them, measured 1.16x instead of 1.7x); the vector
 # instruction set from the CPU flags instead of 10 probe builds in subprocesses (1.1 s per
 # process; a build that fails anyway leaves eager mode).
+# What the announcement says a build takes: 10-20 s measured for the default model on a 2-core
+# Xeon (more cores build faster); an estimate for the user, never a limit.
+COMPILE_SECONDS_ESTIMATE = 20
 INDUCTOR_OPTIONS = {"freezing": True, "cpp.vec_isa_ok": True}
 
 
@@ -191,9 +195,17 @@ def load_or_build(
     # checked only now: importing inductor costs ~0.7 s, wasted on a scene that runs eagerly
     if not build_if_missing or not available():
         return None
-    log.info("compiling the generator ahead of time (once per model and machine) into %s", path)
+    # Seen without -v: a first large render otherwise sits silent for this long.
+    log.warning(
+        "compiling the generator for this CPU, once, about %d s (cached in %s)",
+        COMPILE_SECONDS_ESTIMATE,
+        path.parent,
+    )
+    t0 = time.perf_counter()
     try:
-        return build(net, example, path)
+        compiled = build(net, example, path)
+        log.info("compiled in %.0f s", time.perf_counter() - t0)
+        return compiled
     except Exception as exc:  # no C++ compiler, unsupported platform or op: eager still works
         log.warning("compiling the generator failed (%s); rendering in eager mode", exc)
         return None

@@ -4,6 +4,7 @@ QGIS algorithm's options, 1:1) and RenderResult. Light: no torch, no rasterio.""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,10 +85,28 @@ class EngineSettings:
     prefetch: int = 3  # batches read ahead of the model
     panel_width: int = 4096  # render-grid columns per pass (bounds memory on wide scenes; 0: all)
     gdal_cache_mb: int = 16  # GDAL block cache: reads are block-aligned, so a small one does
+    # GDAL threads that decode the blocks of one read and compress the blocks of one written
+    # strip in parallel (GTiff NUM_THREADS); 0: one per core. The reader and writer threads
+    # hand GDAL whole block rows, so this is how I/O scales with cores on a GPU host.
+    io_threads: int = 0
+
+    @property
+    def gdal_threads(self) -> int:
+        """``io_threads``, or one per core this process may run on."""
+        if self.io_threads:
+            return self.io_threads
+        if hasattr(os, "sched_getaffinity"):  # Linux: honours taskset and container CPU sets
+            return len(os.sched_getaffinity(0))
+        return os.cpu_count() or 1
 
     def validate(self, options: RenderOptions) -> None:
         """InputError for settings that cannot work with ``options``."""
-        if self.panel_width < 0 or self.prefetch < 1 or self.gdal_cache_mb < 1:
+        if (
+            self.panel_width < 0
+            or self.prefetch < 1
+            or self.gdal_cache_mb < 1
+            or self.io_threads < 0
+        ):
             raise InputError(f"engine settings out of range: {self}")
         if self.row_range is not None:
             start, stop = self.row_range

@@ -281,7 +281,11 @@ def render(
     options = options or RenderOptions()
     engine = engine or EngineSettings()
     start = time.perf_counter()
-    env = rasterio.Env(GDAL_CACHEMAX=engine.gdal_cache_mb, GDAL_ERROR_ON_LIBJPEG_WARNING=True)
+    env = rasterio.Env(
+        GDAL_CACHEMAX=engine.gdal_cache_mb,
+        GDAL_ERROR_ON_LIBJPEG_WARNING=True,
+        GDAL_NUM_THREADS=str(engine.gdal_threads),  # GTiff block decoding and compression
+    )
     with env, scene.watch_corruption() as watch, contextlib.ExitStack() as stack:
         ds = stack.enter_context(scene.open_raster(src))
         # once the scene is open: its files (a VRT's sources, sidecars) are inputs too
