@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from . import files
-from .errors import OutputError
+from .errors import InputError, OutputError
 from .options import RenderOptions
 from .reader import RegionReader
 from .scene import RGB, CorruptionWatch, Grid, one_line
@@ -220,6 +221,74 @@ def to_cog(src: Path, dst: Path, creation_options: Mapping[str, str] | None = No
         rio_copy(str(src), str(dst), driver="COG", **cog_options(creation_options))
     except RasterioError as exc:
         raise OutputError(f"cannot write the COG ({one_line(exc)}); check --co options") from exc
+
+
+# Creation options whose value GDAL reads as a number of the GTiff and COG drivers.
+INTEGER_OPTIONS = frozenset(("BLOCKSIZE", "BLOCKXSIZE", "BLOCKYSIZE", "ZLEVEL", "ZSTD_LEVEL", "LEVEL",
+                             "JPEG_QUALITY", "QUALITY", "OVERVIEW_COUNT"))  # fmt: skip
+
+
+class _GdalWarnings(logging.Filter):
+    """Takes the GDAL warnings rasterio forwards to its ``rasterio._env`` logger while the
+    options are tried: they become the one-line error instead of log lines."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            self.messages.append(record.getMessage())
+        return False
+
+
+def check_creation_options(driver: str, creation_options: Mapping[str, str]) -> None:
+    """InputError for a ``--co`` that GDAL would ignore (an unknown name, an unexpected value).
+
+    Why: GDAL only warns and writes the file without it (``COMPRESS=BOGUS`` gives an
+    uncompressed file), which ``--quiet`` hides. A 16 px dataset in memory, made with the
+    options, tells before anything is rendered; GDAL's own words name the option.
+    """
+    if not creation_options:
+        return
+    for name, value in _upper_options(creation_options).items():
+        if name in INTEGER_OPTIONS and not (value.isdigit() and int(value) > 0):
+            # checked here: GDAL's COG driver aborts the process on BLOCKSIZE=abc
+            raise InputError(f"--co {name}={value}: {name} must be a positive whole number")
+    from rasterio.io import MemoryFile
+    from rasterio.shutil import copy as rio_copy
+
+    gdal_log = logging.getLogger("rasterio._env")
+    handler = _GdalWarnings()
+    gdal_log.addFilter(handler)
+    profile = dict(width=16, height=16, count=3, dtype="uint8")
+    try:
+        with warnings.catch_warnings(), MemoryFile() as mem:
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            if driver == "COG":  # COG has no Create: a copy of a plain GTiff, as to_cog does
+                with MemoryFile() as src_mem, src_mem.open(driver="GTiff", **profile) as src:
+                    rio_copy(src, mem.name, driver="COG", **cog_options(creation_options))
+            else:
+                opts = gtiff_options(False, creation_options)
+                with mem.open(driver="GTiff", **profile, **opts):
+                    pass
+    except RasterioError as exc:
+        memfile = r"\S*[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}\S*:\s*"  # the trial's own name
+        detail = re.sub(memfile, "", one_line(exc))
+        raise InputError(f"--co {_co_text(creation_options)}: {detail}") from exc
+    finally:
+        gdal_log.removeFilter(handler)
+    bad = [m for m in handler.messages if "creation option" in m or "not recognised" in m]
+    if bad:
+        detail = bad[0].split(" in ", 1)[-1] if bad[0].startswith("CPLE_") else bad[0]
+        raise InputError(
+            f"--co {_co_text(creation_options)}: {detail.rstrip('.')}; see the {driver} driver's "
+            f"creation options (gdalinfo --format {driver})"
+        )
+
+
+def _co_text(creation_options: Mapping[str, str]) -> str:
+    return " ".join(f"{k}={v}" for k, v in creation_options.items())
 
 
 def render_creation_options(options: RenderOptions, native: bool) -> Mapping[str, str]:

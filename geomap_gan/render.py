@@ -290,6 +290,7 @@ def render(
         ds = stack.enter_context(scene.open_raster(src))
         # once the scene is open: its files (a VRT's sources, sidecars) are inputs too
         dst_path = files.check_output(dst, options.overwrite, [src, *ds.files])
+        output.check_creation_options(options.driver, options.creation_options)
         device = resolve_device(options.device)
         mapmodel = load_model(model, device)
         plan = _plan(ds, mapmodel.card, options, engine)

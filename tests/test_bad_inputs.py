@@ -229,3 +229,33 @@ def test_dataset_paths_say_what_to_give(tmp_path, tiny_model_file):  # item 26
 def test_a_scheduler_that_is_not_an_address_is_one_line(tmp_path, scene, tiny_model_file):  # 18
     refused(["render", scene, tmp_path / "o.tif", "--model", tiny_model_file, "--overlap", "8",
              "--scheduler", "not a url"], "not a Dask scheduler address", tmp_path)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("driver", "co", "message"),
+    [
+        ("GTiff", "COMPRESS=BOGUS", "'BOGUS' is an unexpected value for COMPRESS"),
+        ("GTiff", "BOGUSNAME=1", "does not support creation option BOGUSNAME"),
+        ("GTiff", "PREDICTOR=abc", "--co PREDICTOR=abc: PREDICTOR=abc is not supported"),
+        ("GTiff", "ZLEVEL=abc", "ZLEVEL must be a positive whole number"),
+        ("COG", "COMPRESS=NOPE", "'NOPE' is an unexpected value for COMPRESS"),
+        ("COG", "BLOCKSIZE=abc", "BLOCKSIZE must be a positive whole number"),  # GDAL would abort
+    ],
+)
+def test_creation_options_gdal_would_ignore_are_refused(  # item 20
+    tmp_path, scene, tiny_model_file, driver, co, message
+):
+    refused(["render", scene, tmp_path / "map.tif", "--model", tiny_model_file, "--format", driver,
+             "--co", co], message, tmp_path)  # fmt: skip
+
+
+def test_valid_creation_options_still_apply(tmp_path, scene, tiny_model_file):  # item 20
+    import rasterio
+
+    out = tmp_path / "map.tif"
+    result = CliRunner().invoke(cli, ["render", str(scene), str(out), "--model",
+                                      str(tiny_model_file), "--overlap", "8", "--co",
+                                      "COMPRESS=ZSTD"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    with rasterio.open(out) as ds:
+        assert ds.compression.name == "zstd"
