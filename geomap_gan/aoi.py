@@ -6,6 +6,7 @@ and rasterisation masks the output outside the area.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import shapely
@@ -15,6 +16,8 @@ from shapely.geometry.base import BaseGeometry
 
 from .errors import InputError
 from .scene import Grid, one_line
+
+log = logging.getLogger(__name__)
 
 
 def _aoi_text(aoi: str) -> str:
@@ -74,7 +77,11 @@ def parse_aoi(aoi: object, aoi_crs: str | None = None) -> tuple[object, CRS]:
         raise InputError(f"the AOI is not valid GeoJSON or WKT ({one_line(exc)})") from exc
     if geom is None or geom.is_empty:
         raise InputError("the AOI is empty; give at least one polygon")
-    if not geom.is_valid:
+    if not geom.is_valid:  # said, not silently repaired: the user may have meant another shape
+        log.warning(
+            "the AOI is not a valid polygon (%s); rendering its repaired shape",
+            shapely.is_valid_reason(geom),
+        )
         geom = shapely.make_valid(geom)
     polygons = [
         g for g in getattr(geom, "geoms", [geom]) if g.geom_type in ("Polygon", "MultiPolygon")

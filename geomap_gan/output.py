@@ -223,6 +223,16 @@ def to_cog(src: Path, dst: Path, creation_options: Mapping[str, str] | None = No
         raise OutputError(f"cannot write the COG ({one_line(exc)}); check --co options") from exc
 
 
+def check_suffix(dst: Path, driver: str) -> None:
+    """OutputError unless OUT is named as the GeoTIFF it will be (``map.png`` would hold TIFF
+    bytes that image viewers and GIS software then misread)."""
+    if dst.suffix.lower() not in (".tif", ".tiff"):
+        raise OutputError(
+            f"output {dst.name} must end in .tif or .tiff (geomap-gan writes {driver} GeoTIFF); "
+            f"for example {dst.with_suffix('.tif').name}"
+        )
+
+
 # Creation options whose value GDAL reads as a number of the GTiff and COG drivers.
 INTEGER_OPTIONS = frozenset(("BLOCKSIZE", "BLOCKXSIZE", "BLOCKYSIZE", "ZLEVEL", "ZSTD_LEVEL", "LEVEL",
                              "JPEG_QUALITY", "QUALITY", "OVERVIEW_COUNT"))  # fmt: skip

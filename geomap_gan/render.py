@@ -104,7 +104,7 @@ def _plan(
     uint8 = np.dtype(ds.dtypes[bands[0] - 1]) == np.uint8
     training = np.asarray(card.input_quantiles, dtype=np.float64)
     sample = None
-    if stats and ((options.scale is None and not uint8) or training.shape == (3, 21)):
+    if stats:  # always: a scene with no valid pixel is an error whatever its type and model
         sample = reader.sample_pixels(ds, bands)
     if options.scale is not None:
         stretch = reader.fixed_stretch(options.scale)
@@ -290,6 +290,7 @@ def render(
         ds = stack.enter_context(scene.open_raster(src))
         # once the scene is open: its files (a VRT's sources, sidecars) are inputs too
         dst_path = files.check_output(dst, options.overwrite, [src, *ds.files])
+        output.check_suffix(dst_path, options.driver)
         output.check_creation_options(options.driver, options.creation_options)
         device = resolve_device(options.device)
         mapmodel = load_model(model, device)

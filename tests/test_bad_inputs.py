@@ -259,3 +259,38 @@ def test_valid_creation_options_still_apply(tmp_path, scene, tiny_model_file):  
     assert result.exit_code == 0, result.output
     with rasterio.open(out) as ds:
         assert ds.compression.name == "zstd"
+
+
+def test_output_must_be_named_as_a_geotiff(tmp_path, scene, tiny_model_file):  # item 26
+    refused(["render", scene, tmp_path / "map.png", "--model", tiny_model_file, "--overlap", "8"],
+            "map.png must end in .tif or .tiff", tmp_path)  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "float32"])
+def test_a_scene_without_valid_pixels_is_one_error_whatever_its_type(  # item 26
+    tmp_path, tiny_model_file, dtype
+):
+    if dtype == "uint8":
+        src = write_geotiff(tmp_path / "s.tif", np.zeros((3, 40, 50), np.uint8), nodata=0)
+    else:
+        src = write_geotiff(tmp_path / "s.tif", np.full((3, 40, 50), np.nan, np.float32))
+    refused(["render", src, tmp_path / "map.tif", "--model", tiny_model_file, "--overlap", "8"],
+            "has no valid pixels (all nodata); nothing to render", tmp_path)  # fmt: skip
+
+
+def test_a_self_intersecting_aoi_is_repaired_and_said(tmp_path, scene, tiny_model_file, caplog):
+    """item 26: a bow-tie polygon renders its valid shape, with one warning naming the fault."""
+    import logging
+
+    from geomap_gan.modelfile import load_model
+    from geomap_gan.render import RenderOptions, render
+
+    x0, y0 = 500_000.0, 5_000_000.0  # the scene's top-left corner (geotiffs.ORIGIN), 2 m pixels
+    bowtie = (f"POLYGON(({x0} {y0}, {x0 + 60} {y0 - 60}, {x0 + 60} {y0}, {x0} {y0 - 60}, "
+              f"{x0} {y0}))")  # fmt: skip
+    options = RenderOptions(overlap=8, aoi=bowtie, aoi_crs="EPSG:32631")
+    with caplog.at_level(logging.WARNING, logger="geomap_gan"):
+        render(scene, tmp_path / "map.tif", load_model(tiny_model_file), options)
+    said = [r.message for r in caplog.records if "not a valid polygon" in r.message]
+    assert len(said) == 1 and "Self-intersection" in said[0]
+    assert (tmp_path / "map.tif").is_file()
