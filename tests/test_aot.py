@@ -141,6 +141,7 @@ def test_compile_command_builds_what_render_then_uses(
     assert result.exit_code == 0, result.output
     assert sorted(p.suffix for p in _private_compile_cache.iterdir()) == [".sha256", ".so"]
     src = write_geotiff(tmp_path / "in.tif", noise_rgb(40, 40))
+    caplog.clear()  # the compile command's own announcement
     with caplog.at_level(logging.INFO, logger="geomap_gan"):
         render(src, tmp_path / "out.tif", load_model(tiny_model_file), opts(compile=None))
     assert "using the compiled generator" in caplog.text and "compiling" not in caplog.text
