@@ -7,7 +7,7 @@ RSS. Scenes are the real NAIP photo tiled up (see _render_scene.py) at half the 
 usual case: the scene must be resampled) and at the model's GSD, plus a one-window scene for the
 fixed start-up cost.
 
-    python benchmarks/render_resampled.py [--before a3eb5b8] [--reps 1] [--cases big,half,native,small]
+    python benchmarks/render_resampled.py [--before a3eb5b8] [--reps 1] [--cases big,half,native,coarse,small]
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ CASES = {
     "big": (16384, 0.5),  # 8192^2 px of map: the issue's lead case
     "half": (8192, 0.5),
     "native": (6144, 1.0),
+    "coarse": (3072, 1.5),  # enlarged: 2.8 m imagery for the 1.9 m model (resampled reads)
     "small": (512, 1.0),  # one window: the fixed cost
 }
 

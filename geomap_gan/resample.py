@@ -1,13 +1,14 @@
-"""The render grid of a north-up scene in its own CRS, read with GDAL's resampled reads.
+"""The render grid of a north-up scene in its own CRS, enlarged with GDAL's resampled reads.
 
-Why: when only the pixel size changes (the common case: a 0.5-1 m orthophoto for a ~1.9 m model),
-a WarpedVRT runs GDAL's general warper, which transforms coordinates per pixel and, on this
-machine, delivers about 1 MP/s of output. GDAL's resampled RasterIO (a floating-point source
-window read into a smaller or larger buffer) computes the same area average or cubic kernel,
-uses an overview that is at least as fine as the target when the file has one, and runs in
-the reader thread at decode speed: 15-100x faster when shrinking, 4x when enlarging (a 4096^2
-scene, measured side by side). Reads of any window of the grid give the same pixels as one
-read of the whole grid, so the map still does not depend on the window grid.
+Why: when only the pixel size changes, a WarpedVRT runs GDAL's general warper, which transforms
+coordinates per pixel. When the grid is finer than the scene (enlarging, the case of 2-5 m
+imagery for a ~1.9 m model), GDAL's resampled RasterIO (a floating-point source window read into
+a larger buffer, cubic kernel) gives the same pixels with less work: with a pass-through
+generator on a 3072^2 scene at 1.5x the model's GSD, 9.2-9.7 MP/s of map against the warper's
+7.2-7.7, with 30% less CPU (measured side by side). When shrinking (area average) it is slower
+than the warper (3.9-4.0 against 4.5-5.5 MP/s of map, 8192^2 at half the GSD), so shrinking
+stays with the warper. Reads of any window of the grid give the same pixels as one read of the
+whole grid, so the map still does not depend on the window grid.
 
 Grid pixels that straddle the raster's edge (the grid snaps to the CRS lattice, so up to half a
 pixel sticks out) are read from the part inside the raster, always with the same clamped source
@@ -29,11 +30,12 @@ from .scene import Grid
 
 
 def can_resample_by_reads(ds: DatasetReader, grid: Grid) -> bool:
-    """Whether ``grid`` is ``ds`` rescaled in its own CRS (north-up, no rotation): the case that
-    resampled reads cover. Anything else (rotated rasters) needs the warper."""
+    """Whether ``grid`` is ``ds`` enlarged in its own CRS (north-up, no rotation, finer pixels):
+    where resampled reads beat the warper. Anything else (shrinking, rotated rasters) warps."""
     a, b = ds.transform, grid.transform
     same_crs = ds.crs == grid.crs
-    return same_crs and a.b == a.d == 0 and b.b == b.d == 0 and a.a * b.a > 0 and a.e * b.e > 0
+    north_up = a.b == a.d == 0 and b.b == b.d == 0 and a.a * b.a > 0 and a.e * b.e > 0
+    return same_crs and north_up and abs(b.a) < abs(a.a) and abs(b.e) < abs(a.e)
 
 
 class _Axis:
@@ -78,7 +80,9 @@ class ResampledView:
         self.block_shapes = [(self.BLOCK, self.BLOCK)] * ds.count
         s, g = ds.transform, grid.transform
         fx, fy = g.a / s.a, g.e / s.e
-        self.resampling = Resampling.average if fx * fy > 1 else Resampling.cubic
+        self.resampling = (
+            Resampling.average if fx * fy > 1 else Resampling.cubic
+        )  # both work; render uses it to enlarge
         self._x = _Axis((g.c - s.c) / s.a, fx, ds.width)
         self._y = _Axis((g.f - s.f) / s.e, fy, ds.height)
 

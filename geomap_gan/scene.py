@@ -226,9 +226,10 @@ def model_grid(ds: DatasetReader, gsd: float, max_upscale: float) -> tuple[Grid,
 
 
 def render_source(ds: DatasetReader, grid: Grid) -> DatasetReader | WarpedVRT | ResampledView:
-    """The dataset to read the render grid from: ``ds`` itself; resampled reads when the grid is
-    ``ds`` rescaled in its own CRS (``resample.ResampledView``, area average when shrinking,
-    cubic when enlarging); else a WarpedVRT. Nodata, alpha and masks carry over."""
+    """The dataset to read the render grid from: ``ds`` itself; resampled reads (cubic) when the
+    grid is ``ds`` enlarged in its own CRS (``resample.ResampledView``, faster there); else a
+    WarpedVRT (area average when shrinking, cubic when enlarging). Nodata, alpha and masks carry
+    over."""
     if grid.transform == ds.transform and (grid.width, grid.height) == (ds.width, ds.height):
         return ds
     from .resample import ResampledView, can_resample_by_reads
