@@ -47,6 +47,12 @@ class _Axis:
         self.first = max(0, math.ceil(-offset / factor - 1e-9))
         self.stop = math.floor((size - offset) / factor + 1e-9)
 
+    def nearest(self, start: int, stop: int) -> np.ndarray:
+        """Source index of each grid index in [start, stop): the one under its centre, clamped
+        to the raster (the same for a pixel whichever window asks)."""
+        centres = self.off + (np.arange(start, stop) + 0.5) * self.f
+        return np.clip(np.floor(centres).astype(np.int64), 0, self.n - 1)
+
     def pieces(self, start: int, stop: int) -> list[tuple[int, int, float, float]]:
         """Sub-ranges [a, b) of grid indices [start, stop), each with the source interval it
         reads (clamped to the raster): the inside run, and the edge pixels one by one."""
@@ -96,7 +102,17 @@ class ResampledView:
         return self._assemble(indexes, window, self.ds.read, self.resampling, self.dtypes[0])
 
     def read_masks(self, indexes: Sequence[int], window: Window) -> np.ndarray:
-        return self._assemble(indexes, window, self.ds.read_masks, Resampling.nearest, "uint8")
+        """Validity (0 or 255) per band, nearest neighbour, picked here from one read of the
+        source masks at their own resolution. Why not GDAL's nearest resampled read: under the
+        engine's small block cache it decoded the source blocks again for every output row
+        (18 s for a 2473x1200 window of the NAIP scene; this way 0.01 s)."""
+        x0, y0 = int(window.col_off), int(window.row_off)
+        cols = self._x.nearest(x0, x0 + int(window.width))
+        rows = self._y.nearest(y0, y0 + int(window.height))
+        c0, r0 = int(cols.min()), int(rows.min())
+        src = Window(c0, r0, int(cols.max()) - c0 + 1, int(rows.max()) - r0 + 1)
+        native = self.ds.read_masks(list(indexes), window=src)
+        return native[:, rows - r0][:, :, cols - c0]
 
     def _assemble(
         self, indexes: Sequence[int], window: Window, read: Any, resampling: Resampling, dtype: Any
