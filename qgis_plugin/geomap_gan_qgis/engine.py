@@ -102,10 +102,7 @@ def run_engine(
     child (the engine then deletes its partial output) and raises EngineError("cancelled")."""
     env = child_env(os.environ if environ is None else environ)
     try:
-        child = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, encoding="utf-8", errors="replace", env=env, bufsize=1,
-        )  # fmt: skip
+        child = spawn(args, env, subprocess.PIPE)
     except OSError as exc:
         raise EngineError(f"cannot start the geomap-gan engine {args[0]}: {exc.strerror}") from exc
     lines: queue.Queue[str | None] = queue.Queue()
@@ -120,7 +117,7 @@ def run_engine(
     error: str | None = None
     while True:
         if is_canceled():
-            _stop(child)
+            stop(child)
             raise EngineError("cancelled; no output was written")
         try:
             line = lines.get(timeout=poll_s)
@@ -156,7 +153,16 @@ def _parse(line: str) -> dict[str, Any] | None:
     return event if isinstance(event, dict) and "event" in event else None
 
 
-def _stop(child: subprocess.Popen[str]) -> None:
+def spawn(args: list[str], env: dict[str, str], stderr: int) -> subprocess.Popen[str]:
+    """A child with no stdin and line-buffered text stdout (``stderr``: PIPE or STDOUT), so that
+    its lines arrive as it prints them. OSError when it cannot start."""
+    return subprocess.Popen(
+        args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, text=True,
+        encoding="utf-8", errors="replace", env=env, bufsize=1,
+    )  # fmt: skip
+
+
+def stop(child: subprocess.Popen[str]) -> None:
     """SIGTERM, so that the engine cleans up; a kill if it has not exited within the grace."""
     child.terminate()
     try:

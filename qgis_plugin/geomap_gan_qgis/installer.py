@@ -13,7 +13,7 @@ import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from .engine import EngineError, child_env, venv_executable
+from .engine import EngineError, child_env, spawn, stop, venv_executable
 
 PACKAGE = "geomap-gan"
 CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
@@ -116,10 +116,7 @@ def _run_step(
 ) -> list[str] | None:
     """Run one command, streaming its lines; None on success, else its output lines."""
     try:
-        child = subprocess.Popen(
-            step, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, encoding="utf-8", errors="replace", env=env, bufsize=1,
-        )  # fmt: skip
+        child = spawn(step, env, subprocess.STDOUT)
     except OSError as exc:
         return [f"cannot start {step[0]}: {exc.strerror}"]
     lines: list[str] = []
@@ -128,7 +125,6 @@ def _run_step(
         lines.append(line.rstrip())
         log(line.rstrip())
         if is_canceled():
-            child.terminate()
-            child.wait()
+            stop(child)
             raise EngineError("set-up cancelled; run it again to finish")
     return None if child.wait() == 0 else lines
