@@ -84,7 +84,21 @@ def crs_string(crs: QgsCoordinateReferenceSystem) -> str:
     return crs.toWkt(compat.WKT_GDAL)
 
 
-class RenderAlgorithm(QgsProcessingAlgorithm):
+class CancellableAlgorithm(QgsProcessingAlgorithm):
+    """What both geomap-gan algorithms share: the icon, a fresh copy per run, and Cancel (each
+    runs a child process that Cancel stops)."""
+
+    def icon(self) -> QIcon:
+        return QIcon(str(ICON))
+
+    def createInstance(self) -> QgsProcessingAlgorithm:  # noqa: N802 (QGIS API)
+        return type(self)()
+
+    def flags(self) -> Any:
+        return super().flags() | compat.CAN_CANCEL
+
+
+class RenderAlgorithm(CancellableAlgorithm):
     """Render map from satellite image (``geomap_gan:render``)."""
 
     INPUT = "INPUT"
@@ -117,15 +131,6 @@ class RenderAlgorithm(QgsProcessingAlgorithm):
 
     def tags(self) -> list[str]:
         return ["pix2pix", "gan", "map", "imagery", "deep learning", "style", "render"]
-
-    def icon(self) -> QIcon:
-        return QIcon(str(ICON))
-
-    def createInstance(self) -> RenderAlgorithm:  # noqa: N802 (QGIS API)
-        return RenderAlgorithm()
-
-    def flags(self) -> Any:
-        return super().flags() | compat.CAN_CANCEL
 
     def shortHelpString(self) -> str:  # noqa: N802 (QGIS API)
         return (
@@ -285,9 +290,7 @@ class RenderAlgorithm(QgsProcessingAlgorithm):
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         if layer is None:
             raise QgsProcessingException(self.invalidRasterError(parameters, self.INPUT))
-        dst = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
-        if Path(dst).suffix.lower() not in (".tif", ".tiff"):
-            raise QgsProcessingException(f"the output must be a GeoTIFF (.tif); got {dst}")
+        dst = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)  # the engine checks it
         args = [_source_path(layer), dst, "--progress", "json", "--overwrite"]  # QGIS asked
         args += ["--device", self.parameterAsEnumString(parameters, self.DEVICE, context)]
         args += ["--output-res", self.parameterAsEnumString(parameters, self.OUTPUT_RES, context)]

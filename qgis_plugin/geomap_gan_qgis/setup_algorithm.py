@@ -13,7 +13,6 @@ import shutil
 from typing import Any
 
 from qgis.core import (
-    QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
@@ -23,17 +22,16 @@ from qgis.core import (
     QgsProcessingParameterFile,
     QgsProcessingParameterString,
 )
-from qgis.PyQt.QtGui import QIcon
 
 from . import compat
 from .engine import EngineError
 from .installer import PACKAGE, install_commands, python_for_venv, run_install
-from .render_algorithm import ICON, setup_venv
+from .render_algorithm import CancellableAlgorithm, setup_venv
 
 TORCH_BUILDS = ("cpu", "cuda")
 
 
-class SetupAlgorithm(QgsProcessingAlgorithm):
+class SetupAlgorithm(CancellableAlgorithm):
     """Set up geomap-gan (``geomap_gan:setup``)."""
 
     PACKAGE = "PACKAGE"
@@ -51,15 +49,6 @@ class SetupAlgorithm(QgsProcessingAlgorithm):
 
     def shortDescription(self) -> str:  # noqa: N802 (QGIS API)
         return "Install the geomap-gan engine (PyTorch and geomap-gan) in a venv of its own."
-
-    def icon(self) -> QIcon:
-        return QIcon(str(ICON))
-
-    def createInstance(self) -> SetupAlgorithm:  # noqa: N802 (QGIS API)
-        return SetupAlgorithm()
-
-    def flags(self) -> Any:
-        return super().flags() | compat.CAN_CANCEL
 
     def shortHelpString(self) -> str:  # noqa: N802 (QGIS API)
         return (
