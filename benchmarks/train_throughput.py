@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe  # noqa: E402
 
 from geomap_gan.device import bf16_supported  # noqa: E402
-from geomap_gan.train import TrainConfig, Trainer  # noqa: E402
+from geomap_gan.train import TrainConfig, Trainer, place_process  # noqa: E402
 
 
 def fake_dataset(root: Path) -> Path:
@@ -37,7 +37,7 @@ def images_per_second(
 ) -> float:
     cfg = TrainConfig(data_dir=str(data), out_dir=str(data / "run"), ngf=ngf, batch_size=batch,
                       amp=amp, device=device, val_every=0, samples=0)  # fmt: skip
-    trainer = Trainer(cfg)
+    trainer = Trainer(cfg, place_process(cfg))
     a = torch.rand(batch, 3, 256, 256) * 2 - 1
     b = torch.rand(batch, 3, 256, 256) * 2 - 1
     for _ in range(2):  # warm-up: allocator, oneDNN/cuDNN kernel choice

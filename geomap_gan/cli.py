@@ -256,18 +256,12 @@ def train(ctx: click.Context, data_dir: Path, resume: bool, overwrite: bool, **o
       geomap-gan train ../shared/data/maps286 --ngf 32 --batch-size 8 --epochs 30 \\
         --epochs-decay 30 --out runs/ngf32
     """
-    import os
-
-    from .device import configure_process, resolve_device
-    from .train import TrainConfig, Trainer
+    from .train import TrainConfig, Trainer, place_process
 
     opts["val_dir"] = str(opts["val_dir"]) if opts["val_dir"] else None
     cfg = TrainConfig(data_dir=str(data_dir), **opts)
-    ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun: share the cores
-    device = resolve_device(cfg.device)
-    if device.type == "cpu":  # beside a GPU, torch's own thread pool feeds the data
-        configure_process(device, cfg.threads, share=ranks_here)
-    trainer = Trainer(cfg, progress=_tqdm_train_progress(ctx.obj["quiet"]), command=_command_line())
+    progress = _tqdm_train_progress(ctx.obj["quiet"])
+    trainer = Trainer(cfg, place_process(cfg), progress=progress, command=_command_line())
     if trainer.skipped:
         click.echo(f"Warning: skipped {len(trainer.skipped)} unreadable image(s)", err=True)
     metrics = trainer.fit(resume=resume, overwrite=overwrite)

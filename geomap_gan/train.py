@@ -32,7 +32,7 @@ from torch import nn
 
 from . import __version__, files
 from .data import MapsDataset, aerial_quantiles, load_split
-from .device import autocast, resolve_device
+from .device import autocast, configure_process, resolve_device
 from .errors import CheckpointError, DatasetError, InputError
 from .metrics import METRIC_KEYS, evaluate_arrays, save_sample_grid
 from .modelfile import MapModel, ModelCard, save_model
@@ -184,22 +184,74 @@ def _unwrap(net: nn.Module) -> nn.Module:
     return net.module if isinstance(net, nn.parallel.DistributedDataParallel) else net
 
 
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where one training process runs: its rank among ``world`` processes, and its device."""
+
+    rank: int
+    world: int
+    device: torch.device
+
+
+def place_process(cfg: TrainConfig) -> Placement:
+    """Set up this process to train per ``cfg`` and say where it runs.
+
+    Why apart from :class:`Trainer`: everything here is process-wide (the torchrun process
+    group, the current CUDA device, torch's threads, the global RNGs), so it belongs to whoever
+    owns the process (the CLI, a torchrun worker script, a test), not to a library object.
+    Under torchrun, each rank joins the group (nccl on GPUs, gloo on CPU), takes its local GPU,
+    shares the CPU cores with the other ranks of its machine, and seeds with ``seed + rank``.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = resolve_device(cfg.device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    rank = dist.get_rank() if world > 1 else 0
+    if device.type == "cuda" and world > 1:
+        device = _local_gpu()
+        torch.cuda.set_device(device)
+    if device.type == "cpu":  # beside a GPU, torch's own thread pool feeds the data
+        configure_process(device, cfg.threads, share=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    seed_process(cfg.seed + rank)
+    return Placement(rank, world, device)
+
+
+def _local_gpu() -> torch.device:
+    """This torchrun rank's GPU on its machine (LOCAL_RANK), or an InputError if there is none."""
+    rank, gpus = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+    if rank >= gpus:
+        raise InputError(
+            f"torchrun started more processes on this machine than it has GPUs ({gpus}); "
+            f"use --nproc_per_node={gpus}, or --device cpu"
+        )
+    return torch.device("cuda", rank)
+
+
+def seed_process(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global RNGs (weights, dropout, crops, augmentations)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 class Trainer:
     """Owns the networks, optimisers and run folder of one training run."""
 
     def __init__(
         self,
         cfg: TrainConfig,
+        place: Placement | None = None,
         progress: Callable[[dict[str, float]], None] | None = None,
         command: str = "",
     ) -> None:
+        """``place`` comes from :func:`place_process` (the CLI, a torchrun worker); without it
+        the run is one process on ``cfg.device`` and the caller has seeded the RNGs, if at all."""
         self.cfg = cfg
         self.progress = progress
         self.command = command
         self.out = Path(cfg.out_dir)
-        self.rank, self.world = self._init_distributed()
-        self.device = self._pick_device()
-        self._seed(cfg.seed + self.rank)
+        place = place or Placement(0, 1, resolve_device(cfg.device))
+        self.rank, self.world, self.device = place.rank, place.world, place.device
         self.train_pairs, report = load_split(
             cfg.data_dir, "train", cfg.load_size, cfg.strict, cfg.limit
         )
@@ -236,32 +288,6 @@ class Trainer:
         self.last_metrics: dict[str, float] = {}
 
     # ---- setup -------------------------------------------------------------------------------
-    def _init_distributed(self) -> tuple[int, int]:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world > 1 and not dist.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() and self.cfg.device != "cpu" else "gloo"
-            dist.init_process_group(backend)
-        return (dist.get_rank(), dist.get_world_size()) if world > 1 else (0, 1)
-
-    def _pick_device(self) -> torch.device:
-        device = resolve_device(self.cfg.device)
-        if device.type == "cuda" and self.world > 1:
-            rank, gpus = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
-            if rank >= gpus:
-                raise InputError(
-                    f"torchrun started more processes on this machine than it has GPUs ({gpus}); "
-                    f"use --nproc_per_node={gpus}, or --device cpu"
-                )
-            device = torch.device("cuda", rank)
-            torch.cuda.set_device(device)
-        return device  # threads are the process owner's (device.configure_process, the CLI)
-
-    @staticmethod
-    def _seed(seed: int) -> None:
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
-
     def _load_val(self) -> np.ndarray | None:
         """A fixed, evenly spaced subset of the val split at the crop size (None if absent)."""
         try:
@@ -577,7 +603,8 @@ class Trainer:
 
 
 def train(cfg: TrainConfig, resume: bool = False, command: str = "", progress=None) -> Path:
-    """Train per ``cfg`` and return the exported model file's path."""
-    trainer = Trainer(cfg, progress=progress, command=command)
+    """Set up this process (:func:`place_process`), train per ``cfg`` and return the exported
+    model file's path: for a script that owns its process."""
+    trainer = Trainer(cfg, place_process(cfg), progress=progress, command=command)
     trainer.fit(resume=resume)
     return trainer.out / "model.safetensors"

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from geomap_gan.train import TrainConfig, Trainer
+from geomap_gan.train import TrainConfig, Trainer, place_process
 
 
 def main(data_dir: str, out_dir: str) -> None:
@@ -16,7 +16,7 @@ def main(data_dir: str, out_dir: str) -> None:
         data_dir=data_dir, out_dir=out_dir, ngf=4, ndf=8, batch_size=2, epochs=1, epochs_decay=0,
         load_size=264, max_steps=3, threads=1, val_every=0, samples=0, amp=False, device="cpu",
     )  # fmt: skip
-    trainer = Trainer(cfg)
+    trainer = Trainer(cfg, place_process(cfg))
     trainer.fit()
     g = trainer.G.module.state_dict()
     torch.save(g, Path(out_dir) / f"rank{dist.get_rank()}.pt")

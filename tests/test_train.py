@@ -15,7 +15,7 @@ from PIL import Image
 
 from geomap_gan.errors import CheckpointError
 from geomap_gan.modelfile import load_model
-from geomap_gan.train import TrainConfig, Trainer, lr_factor
+from geomap_gan.train import Placement, TrainConfig, Trainer, lr_factor, place_process, seed_process
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,6 +45,24 @@ def tiny_cfg(data: Path, out: Path, **kw: object) -> TrainConfig:
     return TrainConfig(**base)  # type: ignore[arg-type]
 
 
+def seeded(cfg: TrainConfig, **kw: object) -> Trainer:
+    """A one-process Trainer after seeding the RNGs as place_process does (its thread setting
+    would outlive the test in this process)."""
+    seed_process(cfg.seed)
+    return Trainer(cfg, **kw)  # type: ignore[arg-type]
+
+
+def test_place_process_seeds_and_places_a_single_process(tiny_maps: Path, tmp_path: Path) -> None:
+    cfg = tiny_cfg(tiny_maps, tmp_path, threads=torch.get_num_threads())
+    place = place_process(cfg)
+    assert place == Placement(0, 1, torch.device("cpu"))
+    first = Trainer(cfg, place).G.state_dict()
+    unseeded = Trainer(cfg, place).G.state_dict()  # the RNGs went on: other initial weights
+    assert not all(torch.equal(v, unseeded[k]) for k, v in first.items())
+    again = Trainer(cfg, place_process(cfg)).G.state_dict()
+    assert all(torch.equal(v, again[k]) for k, v in first.items())
+
+
 def test_lr_schedule_is_constant_then_linear_to_zero() -> None:
     cfg = TrainConfig(data_dir="x", epochs=3, epochs_decay=3)
     assert [round(lr_factor(e, cfg), 3) for e in range(6)] == [1, 1, 1, 0.75, 0.5, 0.25]
@@ -52,7 +70,7 @@ def test_lr_schedule_is_constant_then_linear_to_zero() -> None:
 
 def test_short_run_writes_everything(tiny_maps: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    metrics = Trainer(tiny_cfg(tiny_maps, out), command="pytest").fit()
+    metrics = seeded(tiny_cfg(tiny_maps, out), command="pytest").fit()
     assert (out / "checkpoint.pt").is_file() and (out / "model.safetensors").is_file()
     rows = list(csv.DictReader((out / "log.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2"]
@@ -68,12 +86,12 @@ def test_short_run_writes_everything(tiny_maps: Path, tmp_path: Path) -> None:
 
 
 def test_resume_continues_exactly(tiny_maps: Path, tmp_path: Path) -> None:
-    straight = Trainer(tiny_cfg(tiny_maps, tmp_path / "a", val_every=0, samples=0))
+    straight = seeded(tiny_cfg(tiny_maps, tmp_path / "a", val_every=0, samples=0))
     straight.fit()
-    first = Trainer(tiny_cfg(tiny_maps, tmp_path / "b", val_every=0, samples=0, max_steps=2))
+    first = seeded(tiny_cfg(tiny_maps, tmp_path / "b", val_every=0, samples=0, max_steps=2))
     first.fit()  # stops after epoch 1 (2 steps of 4 pairs)
     assert first.epoch == 1
-    resumed = Trainer(tiny_cfg(tiny_maps, tmp_path / "b", val_every=0, samples=0))
+    resumed = seeded(tiny_cfg(tiny_maps, tmp_path / "b", val_every=0, samples=0))
     resumed.fit(resume=True)
     assert resumed.epoch == 2 and resumed.step == straight.step == 4
     a, b = straight.G.state_dict(), resumed.G.state_dict()
@@ -85,29 +103,29 @@ def test_resume_continues_exactly(tiny_maps: Path, tmp_path: Path) -> None:
 def test_resume_after_a_kill_logs_each_epoch_once(tiny_maps: Path, tmp_path: Path) -> None:
     """A SIGKILL between logging an epoch and checkpointing it: the resumed run reruns that
     epoch and log.csv still has one row per epoch (issue 14, item 25)."""
-    first = Trainer(tiny_cfg(tiny_maps, tmp_path, val_every=0, samples=0, max_steps=2))
+    first = seeded(tiny_cfg(tiny_maps, tmp_path, val_every=0, samples=0, max_steps=2))
     first.fit()  # epoch 1 logged and checkpointed
     log_csv = tmp_path / "log.csv"
     lines = log_csv.read_text().splitlines()
     log_csv.write_text(
         "\n".join([*lines, lines[-1].replace("1,", "2,", 1)]) + "\n"
     )  # epoch 2 logged
-    resumed = Trainer(tiny_cfg(tiny_maps, tmp_path, val_every=0, samples=0))
+    resumed = seeded(tiny_cfg(tiny_maps, tmp_path, val_every=0, samples=0))
     resumed.fit(resume=True)
     epochs = [int(float(ln.split(",")[0])) for ln in log_csv.read_text().splitlines()[1:]]
     assert epochs == [1, 2]
 
 
 def test_resume_refuses_other_architecture(tiny_maps: Path, tmp_path: Path) -> None:
-    Trainer(tiny_cfg(tiny_maps, tmp_path, val_every=0, samples=0, max_steps=1)).fit()
+    seeded(tiny_cfg(tiny_maps, tmp_path, val_every=0, samples=0, max_steps=1)).fit()
     with pytest.raises(CheckpointError, match="ngf=4"):
-        Trainer(tiny_cfg(tiny_maps, tmp_path, ngf=8)).fit(resume=True)
+        seeded(tiny_cfg(tiny_maps, tmp_path, ngf=8)).fit(resume=True)
 
 
 def test_existing_run_needs_resume(tiny_maps: Path, tmp_path: Path) -> None:
-    Trainer(tiny_cfg(tiny_maps, tmp_path, val_every=0, samples=0, max_steps=1)).fit()
+    seeded(tiny_cfg(tiny_maps, tmp_path, val_every=0, samples=0, max_steps=1)).fit()
     with pytest.raises(CheckpointError, match="--resume"):
-        Trainer(tiny_cfg(tiny_maps, tmp_path)).fit()
+        seeded(tiny_cfg(tiny_maps, tmp_path)).fit()
 
 
 def test_ctrl_c_saves_a_checkpoint(tiny_maps: Path, tmp_path: Path) -> None:
@@ -115,7 +133,7 @@ def test_ctrl_c_saves_a_checkpoint(tiny_maps: Path, tmp_path: Path) -> None:
         if p["epoch"] == 2:
             raise KeyboardInterrupt
 
-    trainer = Trainer(tiny_cfg(tiny_maps, tmp_path, val_every=0, samples=0), progress=interrupt)
+    trainer = seeded(tiny_cfg(tiny_maps, tmp_path, val_every=0, samples=0), progress=interrupt)
     with pytest.raises(KeyboardInterrupt):
         trainer.fit()
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
@@ -134,7 +152,7 @@ def test_ddp_two_gloo_ranks_hold_identical_weights(tiny_maps: Path, tmp_path: Pa
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
-    init = Trainer(tiny_cfg(tiny_maps, tmp_path / "init")).G.state_dict()
+    init = seeded(tiny_cfg(tiny_maps, tmp_path / "init")).G.state_dict()
     assert any(not torch.equal(r0[k], init[k]) for k in r0)  # it trained
     for k in r0:
         if r0[k].is_floating_point() and "running" not in k:
@@ -148,7 +166,7 @@ def test_l1_goes_down_on_16_real_pairs(maps286: Path, tmp_path: Path) -> None:
         data_dir=str(maps286), out_dir=str(tmp_path), ngf=16, ndf=16, batch_size=4, epochs=6,
         epochs_decay=0, limit=16, val_every=0, samples=0, seed=0, save_every=0,
     )  # fmt: skip
-    trainer = Trainer(cfg)
+    trainer = seeded(cfg)
 
     def l1_on_train_pairs() -> float:
         a = torch.from_numpy(trainer.train_pairs[:, 0, 15:271, 15:271]).permute(0, 3, 1, 2)
@@ -170,7 +188,7 @@ def test_batchnorm_recalibration_is_the_plain_average_of_batch_statistics(
 ) -> None:
     from geomap_gan.train import recalibrate_batchnorm
 
-    trainer = Trainer(tiny_cfg(tiny_maps, tmp_path, batch_size=2))
+    trainer = seeded(tiny_cfg(tiny_maps, tmp_path, batch_size=2))
     g = trainer.G
     bn = next(m for m in g.modules() if isinstance(m, torch.nn.BatchNorm2d))
     seen: list[torch.Tensor] = []
