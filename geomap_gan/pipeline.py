@@ -172,8 +172,12 @@ class ProgressCounter:
     """Windows done across panels, reported as ``progress(done, total)``; checks ``cancel``."""
 
     def __init__(self, total: int, progress: Progress | None, cancel: Cancel | None) -> None:
+        """Reports (0, total) at once: a bar then starts its clock when the windows start, and a
+        one-window render ends at its real rate, not at thousands of windows a second."""
         self.total, self.done = total, 0
         self.progress, self.cancel = progress, cancel
+        if progress is not None:
+            progress(0, total)
 
     def add(self, n: int) -> None:
         self.done += n

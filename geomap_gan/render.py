@@ -23,7 +23,7 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -38,6 +38,9 @@ from .output import opened, output_chain, render_creation_options
 from .pipeline import ProgressCounter, column_panels, run_tiles, touching, window_rows
 from .radiometry import DOMAIN_WARNING_LEVELS, channel_quantiles, domain_distance, harmonizing_lut
 from .tiling import AoiFilter, TileGrid, fitting_window, round_up
+
+if TYPE_CHECKING:
+    import rasterio
 
 log = logging.getLogger(__name__)
 
@@ -302,23 +305,6 @@ def render(
         source = scene.render_source(ds, plan.grid)
         if source is not ds:
             stack.enter_context(source)
-        log.info(
-            "%s: %dx%d px, bands %s, %s m/px -> render grid %dx%d px at %s m/px, %d windows of "
-            "%d px (overlap %d, margin %d), device %s",
-            src,
-            ds.width,
-            ds.height,
-            ",".join(map(str, plan.bands)),
-            f"{plan.scene_gsd:.3g}" if plan.scene_gsd else "?",
-            plan.grid.width,
-            plan.grid.height,
-            f"{plan.gsd:.3g}" if plan.gsd else "?",
-            len(tiles),
-            tile,
-            options.overlap,
-            tiles.margin,
-            device,
-        )
         weights = grid_weights(tiles)
         generator = TileRunner(mapmodel, device, options.amp, weights, options.batch_size,
                                options.compile, len(tiles))  # fmt: skip
@@ -338,6 +324,10 @@ def render(
             with opened(out):
                 panels = column_panels(tiles.width, engine.panel_width, out.block_shapes[0][1])
                 total = sum(len(touching(tiles.xs, tile, *p)) for p in panels) * len(rows)
+                distinct = len(tiles.xs) * len(rows)
+                log.info(
+                    "%s", _describe_plan(src, ds, plan, tiles, (total, distinct), options, device)
+                )
                 counter = ProgressCounter(total, progress, cancel)
                 for panel in panels:
                     writer = output.BlockRowWriter(out, plan.aoi_px, plan.rows[0], panel)
@@ -371,7 +361,7 @@ def render(
         domain_distance=plan.domain_distance,
         warnings=tuple(warnings),
     )
-    log.info(
+    log.debug(  # the CLI prints its own summary: -v would show this twice
         "wrote %s: %dx%d px, %d windows (%d skipped) in %.1f s, %.2f MP/s",
         dst_path,
         result.width,
@@ -382,6 +372,30 @@ def render(
         result.megapixels_per_second,
     )
     return result
+
+
+def _describe_plan(
+    src: object,
+    ds: rasterio.DatasetReader,
+    plan: _Plan,
+    tiles: TileGrid,
+    runs: tuple[int, int],
+    options: RenderOptions,
+    device: torch.device,
+) -> str:
+    """The -v line that says what the render will do. ``runs``: (window runs, distinct windows);
+    each column panel (EngineSettings.panel_width, which bounds memory on wide scenes) runs the
+    windows that straddle its edges again, and the progress bar and the summary count runs."""
+    total, distinct = runs
+    again = "" if total == distinct else f" ({distinct} distinct; those on panel edges run twice)"
+    scene_gsd = f"{plan.scene_gsd:.3g}" if plan.scene_gsd else "?"
+    gsd = f"{plan.gsd:.3g}" if plan.gsd else "?"
+    return (
+        f"{src}: {ds.width}x{ds.height} px, bands {','.join(map(str, plan.bands))}, {scene_gsd} "
+        f"m/px -> render grid {plan.grid.width}x{plan.grid.height} px at {gsd} m/px, {total} "
+        f"windows of {tiles.tile} px{again} (overlap {options.overlap}, margin {tiles.margin}), "
+        f"device {device}"
+    )
 
 
 def _domain_warnings(plan: _Plan, options: RenderOptions) -> list[str]:

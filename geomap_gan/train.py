@@ -560,6 +560,7 @@ class Trainer:
         self.G.train()
         self.D.train()
         sums: dict[str, float] = {}
+        lr = self.opt_G.param_groups[0]["lr"]  # this epoch's: the schedule steps at its end
         n, t0 = 0, time.perf_counter()
         for a, b in loader:
             losses = self.train_step(a, b)
@@ -579,7 +580,7 @@ class Trainer:
         row: dict[str, float] = {
             "epoch": self.epoch,
             "step": self.step,
-            "lr": self.opt_G.param_groups[0]["lr"],
+            "lr": lr,
             **{k: v / max(n, 1) for k, v in sums.items()},
             "seconds": round(seconds, 2),
             "img_per_s": round(n * cfg.batch_size * self.world / max(seconds, 1e-9), 2),

@@ -4,6 +4,7 @@ error with exit code 2, no traceback and no partial output."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,20 @@ def test_progress_bar_and_summary(run, scene, tmp_path):
     assert result.exit_code == 0, result.output
     assert "win" in result.stderr and "render" in result.stderr  # the bar
     assert "wrote" in result.stdout and "MP/s" in result.stdout  # the summary
+
+
+def test_verbose_prints_the_summary_once_and_q_is_quiet(tiny_model_file, scene, tmp_path, caplog):
+    model = ["--model", str(tiny_model_file), "--overlap", "8"]
+    with caplog.at_level(logging.INFO):  # what -v shows (pytest holds the root logger)
+        result = CliRunner().invoke(
+            cli, ["-v", "render", str(scene), str(tmp_path / "v.tif"), *model]
+        )
+    assert result.exit_code == 0, result.output
+    logged = [r.getMessage() for r in caplog.records]
+    assert any("device cpu" in m for m in logged)  # the plan line
+    assert result.stdout.count("wrote ") == 1 and not any("wrote " in m for m in logged)
+    quiet = CliRunner().invoke(cli, ["render", str(scene), str(tmp_path / "q.tif"), "-q", *model])
+    assert quiet.exit_code == 0 and quiet.stdout == "" and "render" not in quiet.stderr
 
 
 def _bad_cases(tmp_path: Path, scene: Path) -> dict[str, tuple[list[str], str]]:

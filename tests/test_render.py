@@ -3,6 +3,8 @@ and on the real rasters of ../shared/data/geotiff."""
 
 from __future__ import annotations
 
+import logging
+
 import json
 import math
 import os
@@ -283,6 +285,7 @@ def test_progress_and_cancel(tmp_path):
         progress=lambda d, t: calls.append((d, t)),
     )
     assert calls[-1][0] == calls[-1][1] and [d for d, _ in calls] == sorted(d for d, _ in calls)
+    assert calls[0] == (0, calls[-1][1])  # the bar's clock starts with the windows
     checks = []
 
     def cancel() -> bool:
@@ -348,6 +351,17 @@ def test_column_panels_match_the_whole_render(tmp_path, tiny_model_file):
     with rasterio.open(tmp_path / "whole.tif") as a, rasterio.open(tmp_path / "panels.tif") as b:
         assert np.abs(a.read().astype(int) - b.read()).max() <= 1
     assert calls[-1][0] == calls[-1][1]
+
+
+def test_the_plan_line_counts_the_window_runs_the_summary_counts(tmp_path, tiny_model_file, caplog):
+    """Panels re-run the windows on their edges: the -v line, the bar and the summary agree."""
+    src = write_geotiff(tmp_path / "in.tif", noise_rgb(60, 700))
+    with caplog.at_level(logging.INFO, logger="geomap_gan.render"):
+        result = render(src, tmp_path / "o.tif", load_model(tiny_model_file), opts(amp=False),
+                        engine=EngineSettings(panel_width=256))  # fmt: skip
+    line = next(r.getMessage() for r in caplog.records if "render grid" in r.getMessage())
+    runs = result.windows + result.windows_skipped
+    assert f", {runs} windows of " in line and "distinct; those on panel edges run twice" in line
 
 
 # ---- bad input and output ------------------------------------------------------------------------
