@@ -3,9 +3,8 @@ and on the real rasters of ../shared/data/geotiff."""
 
 from __future__ import annotations
 
-import logging
-
 import json
+import logging
 import math
 import os
 from pathlib import Path
