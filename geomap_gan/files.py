@@ -9,7 +9,8 @@ The rules, the same for render, render-many, train, evaluate, compile and downlo
   without ``overwrite`` is a hard link that fails if a file appeared at the path meanwhile;
 - a file gets its final name only when complete (temp file in the target folder + rename);
 - temp files carry the host and pid of their writer, so a later run can remove the ones that a
-  killed run left (:func:`remove_stale`) without touching those of a run still going.
+  killed run left (:func:`remove_stale`) without touching those of a run still going;
+- a write that fails on a (nearly) full disk says so in one line, whichever layer failed.
 """
 
 from __future__ import annotations
@@ -23,13 +24,17 @@ import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from .errors import OutputError, OutputExistsError
+from .errors import GeomapGanError, OutputError, OutputExistsError
 
 log = logging.getLogger(__name__)
 
 # Sidecars GDAL opens along with a raster: overviews, PAM metadata, masks, world files.
 SIDECAR_SUFFIXES = (".ovr", ".aux.xml", ".msk")
 WORLD_FILE_SUFFIXES = (".wld", ".tfw", ".tifw", ".jgw", ".pgw")
+# A write that fails with less than this free beside its output failed for want of space: GDAL
+# reports ENOSPC only as "Write failed. See previous exception" (RasterioIOError), and one
+# output block or a model file is a few MB.
+LOW_SPACE_BYTES = 16 << 20
 _HOST = socket.gethostname().replace(".", "_").replace("-", "_") or "host"
 
 
@@ -159,6 +164,16 @@ def publish(tmp: Path, dst: Path, overwrite: bool) -> None:
     tmp.unlink()
 
 
+def _nearly_full(folder: Path) -> bool:
+    """Whether the filesystem of ``folder`` has under LOW_SPACE_BYTES free (False if unknown)."""
+    import shutil
+
+    try:
+        return shutil.disk_usage(folder).free < LOW_SPACE_BYTES
+    except OSError:
+        return False
+
+
 @contextlib.contextmanager
 def atomic_output(dst: Path, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temp path in ``dst``'s folder; on success it becomes ``dst`` (see
@@ -177,6 +192,12 @@ def atomic_output(dst: Path, overwrite: bool = True) -> Iterator[Path]:
     try:
         yield tmp
         publish(tmp, dst, overwrite)
+    except Exception as exc:
+        if not isinstance(exc, GeomapGanError) and _nearly_full(dst.parent):
+            raise OutputError(
+                f"the disk is full (writing {dst}); free some space and run again"
+            ) from exc
+        raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

@@ -532,6 +532,18 @@ class Trainer:
                 path.unlink()
         if self.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
+        try:
+            metrics = self._fit()
+        except Exception:
+            if self.is_main and not resume and not self.checkpoint_path.exists():
+                self._discard_run_files()
+            raise
+        if self.world > 1:
+            dist.barrier()
+        return metrics
+
+    def _fit(self) -> dict[str, float]:
+        cfg = self.cfg
         loader = self._loader()
         metrics: dict[str, float] = {}
         try:
@@ -546,9 +558,13 @@ class Trainer:
             self.save_checkpoint()
             metrics = self.validate(recalibrate=False) or metrics
             self.export(metrics)
-        if self.world > 1:
-            dist.barrier()
         return metrics
+
+    def _discard_run_files(self) -> None:
+        """A fresh run that failed before its first checkpoint (a full disk, bad data) leaves
+        none of the files that make a later run in the same ``--out`` refuse to start."""
+        for name in RUN_FILES:
+            (self.out / name).unlink(missing_ok=True)
 
     def _step_limit_reached(self) -> bool:
         return self.cfg.max_steps is not None and self.step >= self.cfg.max_steps

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from .errors import InputError
+
 if TYPE_CHECKING:
     from .augment import Augment
 
@@ -62,6 +64,35 @@ class TrainConfig:
     limit: int | None = None
     max_steps: int | None = None
     name: str = ""
+
+    def __post_init__(self) -> None:
+        """Refuse, before any data is read, settings that would crash mid-run (a traceback from
+        BatchNorm or a convolution) or train a model that geomap-gan could not load (the model
+        card's ranges, modelfile.ModelCard.validate)."""
+        stride = 2**self.num_downs
+        for ok, problem in (
+            (5 <= self.num_downs <= 9, f"--num-downs must be 5 to 9, got {self.num_downs}"),
+            (1 <= self.ngf <= 256, f"--ngf must be 1 to 256, got {self.ngf}"),
+            (1 <= self.ndf <= 256, f"--ndf must be 1 to 256, got {self.ndf}"),
+            (self.batch_size >= 1, f"--batch-size must be 1 or more, got {self.batch_size}"),
+            (
+                self.crop_size >= stride and self.crop_size % stride == 0,
+                f"--crop-size must be a multiple of 2**num_downs ({stride}), got "
+                f"{self.crop_size}; pass --crop-size {stride * max(1, self.crop_size // stride)} "
+                "or fewer --num-downs",
+            ),
+            (
+                self.load_size >= self.crop_size,
+                f"--load-size ({self.load_size}) must be at least --crop-size ({self.crop_size})",
+            ),
+            (
+                min(self.epochs, self.epochs_decay) >= 0 and self.total_epochs >= 1,
+                "--epochs and --epochs-decay must be 0 or more, and 1 or more together",
+            ),
+            (self.lr > 0, f"--lr must be above 0, got {self.lr}"),
+        ):
+            if not ok:
+                raise InputError(problem)
 
     @property
     def total_epochs(self) -> int:

@@ -72,8 +72,8 @@ def test_train_never_replaces_an_earlier_run(tmp_path):  # item 2
     out.mkdir()
     for name in ("model.safetensors", "log.csv"):
         (out / name).write_bytes(b"an earlier run's " + name.encode())
-        refused(["train", data, "--out", out, "--ngf", "4", "--crop-size", "32", "--load-size",
-                 "32", "--max-steps", "1"], name, tmp_path)  # fmt: skip
+        refused(["train", data, "--out", out, "--ngf", "4", "--num-downs", "5", "--crop-size", "32",
+                 "--load-size", "32", "--max-steps", "1"], name, tmp_path)  # fmt: skip
         (out / name).unlink()
     regular = tmp_path / "a_file"
     regular.write_bytes(b"not a folder")
@@ -294,3 +294,32 @@ def test_a_self_intersecting_aoi_is_repaired_and_said(tmp_path, scene, tiny_mode
     said = [r.message for r in caplog.records if "not a valid polygon" in r.message]
     assert len(said) == 1 and "Self-intersection" in said[0]
     assert (tmp_path / "map.tif").is_file()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KiB tmpfs: a real full disk (ENOSPC from the kernel), mounted for the test (root)."""
+    mnt = tmp_path / "small_disk"
+    mnt.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
+                             capture_output=True, text=True)  # fmt: skip
+    if mounted.returncode != 0:
+        from conftest import unavailable
+
+        unavailable(f"cannot mount a small tmpfs ({mounted.stderr.strip()})",
+                    "CI runs as root and must test a real full disk")  # fmt: skip
+    yield mnt
+    subprocess.run(["umount", "--lazy", str(mnt)], check=True)
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, small_disk, tiny_model_file):
+    """Item 11 on a real full disk: render and train stop with one line, exit 2, no traceback,
+    no partial or hidden file, and the file that was already there is untouched."""
+    (small_disk / "kept.txt").write_bytes(b"the user's own file")
+    big = write_geotiff(tmp_path / "big.tif", noise_rgb(600, 600))  # 1.4 MB of RGBA map
+    refused(["render", big, small_disk / "map.tif", "--model", tiny_model_file, "--overlap", "8",
+             "--co", "COMPRESS=NONE", "--quiet"], "the disk is full", small_disk)  # fmt: skip
+    data = small_dataset(tmp_path / "maps")
+    refused(["-q", "train", data, "--out", small_disk / "run", "--ngf", "16", "--ndf", "16",
+             "--num-downs", "5", "--crop-size", "32", "--load-size", "32", "--max-steps", "1", "--val-every", "0"],
+            "the disk is full", small_disk)  # fmt: skip
