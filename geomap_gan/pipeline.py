@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 import numpy as np
 
@@ -21,6 +21,22 @@ from .options import Cancel, Progress, RenderOptions
 from .tiling import AoiFilter, TileGrid, TileWindow
 
 log = logging.getLogger(__name__)
+
+
+class RegionSource(Protocol):
+    """What the reader thread reads from (reader.RegionReader; a benchmark's in-memory scene)."""
+
+    def read(self, x: int, y: int, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+        """(3, height, width) uint8 RGB and the (height, width) bool validity of a region."""
+        ...
+
+
+class StripSink(Protocol):
+    """What the writer thread writes to (output.BlockRowWriter; a benchmark's no-op writer)."""
+
+    def add(self, y: int, rgb: np.ndarray, valid: np.ndarray) -> None: ...
+
+    def close(self) -> None: ...
 
 
 _END = object()  # end-of-stream marker in the queues
@@ -90,7 +106,7 @@ def _get(q: queue.Queue, worker: _Worker) -> object:
 
 
 def _read_windows(
-    reader: Any,
+    reader: RegionSource,
     tiles: TileGrid,
     rows: range,
     cols: range,
@@ -127,7 +143,7 @@ def _read_windows(
     _put(out, _END, stop)
 
 
-def _write_strips(writer: Any, strips: queue.Queue, stop: threading.Event) -> None:
+def _write_strips(writer: StripSink, strips: queue.Queue, stop: threading.Event) -> None:
     """Writer thread: strips until the end marker, then the last partial block row (unless the
     render was stopped, when the file is discarded anyway)."""
     busy = 0.0
@@ -189,8 +205,8 @@ class ProgressCounter:
 
 def run_tiles(
     model: TileRunner,
-    reader: Any,
-    writer: Any,
+    reader: RegionSource,
+    writer: StripSink,
     tiles: TileGrid,
     rows: range,
     panel: tuple[int, int],

@@ -23,7 +23,7 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -41,6 +41,12 @@ from .tiling import AoiFilter, TileGrid, fitting_window, round_up
 
 if TYPE_CHECKING:
     import rasterio
+    from affine import Affine
+    from rasterio.crs import CRS
+    from shapely.geometry.base import BaseGeometry
+
+    from .reader import Stretch
+    from .scene import Grid
 
 log = logging.getLogger(__name__)
 
@@ -49,21 +55,21 @@ log = logging.getLogger(__name__)
 class _Plan:
     """Everything decided before the first window is read."""
 
-    grid: Any  # scene.Grid of the render
-    native: Any  # scene.Grid of the input
+    grid: Grid  # of the render
+    native: Grid  # of the input
     bands: tuple[int, int, int]
-    stretch: Any  # reader.Stretch | None
+    stretch: Stretch | None
     scene_gsd: float | None
     gsd: float | None
-    aoi_px: Any  # AOI in render-grid pixels, or None
-    aoi_native_px: Any  # AOI in input-grid pixels, or None
+    aoi_px: BaseGeometry | None  # AOI in render-grid pixels
+    aoi_native_px: BaseGeometry | None  # AOI in input-grid pixels
     alpha: bool
     rows: tuple[int, int]  # render-grid rows [start, stop) to write
     lut: np.ndarray | None = None  # (3, 256) radiometric harmonisation, or None
     domain_distance: float | None = None  # grey levels from the training aerials (radiometry)
 
     @property
-    def part(self) -> Any:
+    def part(self) -> Grid:
         """The render grid restricted to ``rows`` (the whole grid unless rendering a strip)."""
         from affine import Affine
 
@@ -76,7 +82,7 @@ class _Plan:
 
 
 def _plan(
-    ds: Any,
+    ds: rasterio.DatasetReader,
     card: ModelCard,
     options: RenderOptions,
     engine: EngineSettings | None = None,
@@ -174,8 +180,8 @@ class _SizeOnly:
 
     width: int
     height: int
-    transform: Any = None
-    crs: Any = None
+    transform: Affine | None = None
+    crs: CRS | None = None
 
 
 _LARGE_GRID = _SizeOnly(16384, 16384)
@@ -197,7 +203,7 @@ def prepare_compiled(
     return TileRunner(mapmodel, device, options.amp, weights, batch, compile=True).compiled
 
 
-def lattice_phase(transform: Any, multiple: int) -> tuple[int, int]:
+def lattice_phase(transform: Affine, multiple: int) -> tuple[int, int]:
     """Window start offsets (x, y) modulo ``multiple`` that put windows on the CRS lattice of
     the render grid's pixel size: column ``-c/a`` and row ``-f/e`` of the grid's origin counted
     from the CRS origin. Two scenes on the same lattice then share the network's stride phase
@@ -207,7 +213,7 @@ def lattice_phase(transform: Any, multiple: int) -> tuple[int, int]:
     return (-col) % multiple, (-row) % multiple
 
 
-def tile_grid(card: ModelCard, options: RenderOptions, grid: Any) -> TileGrid:
+def tile_grid(card: ModelCard, options: RenderOptions, grid: Grid | _SizeOnly) -> TileGrid:
     """The windows of a render: for a model with a bounded receptive field (in its card), core
     windows of ``options.window`` px (or one window that fits a small scene) whose margins, the
     receptive field rounded up to the network's stride, are computed and dropped; otherwise
@@ -216,7 +222,9 @@ def tile_grid(card: ModelCard, options: RenderOptions, grid: Any) -> TileGrid:
         return TileGrid.over(grid.width, grid.height, card.tile_size, options.overlap)
     multiple = 2**card.num_downs
     margin = round_up(card.receptive_field, multiple)
-    phase = lattice_phase(grid.transform, multiple) if grid.crs is not None else (0, 0)
+    phase = (0, 0)
+    if grid.crs is not None and grid.transform is not None:
+        phase = lattice_phase(grid.transform, multiple)
     window = max(round_up(options.window, multiple), 2 * margin + multiple)
     fits = max(
         fitting_window(grid.width, margin, phase[0], multiple),

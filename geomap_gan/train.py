@@ -516,7 +516,6 @@ class Trainer:
         (checkpoint, log, model) unless ``overwrite``, which removes them first: a model or a
         log is never replaced or appended to by accident.
         """
-        cfg = self.cfg
         if self.out.exists() and not self.out.is_dir():
             raise CheckpointError(f"--out {self.out} is a file; give a folder for the run")
         earlier = [self.out / n for n in RUN_FILES if (self.out / n).exists()]
