@@ -80,10 +80,28 @@ class GeomapGroup(click.Group):
             signal.signal(signal.SIGTERM, previous)
 
 
+_OWN_LOGGING = {"installed": False}  # whether _setup_logging configured the root logger
+
+
 def _setup_logging(verbose: int, quiet: bool) -> None:
     levels = {0: logging.WARNING, 1: logging.INFO}
     level = logging.ERROR if quiet else levels.get(verbose, logging.DEBUG)
+    _OWN_LOGGING["installed"] = not logging.getLogger().handlers  # a host (pytest) may own it
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _command_quiet(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    """A command's ``-q/--quiet`` is the group's ``-q`` (one quiet): errors only, no bar and no
+    summary, whichever side of the command name it is given on."""
+    if value:
+        ctx.ensure_object(dict)["quiet"] = True
+        if _OWN_LOGGING["installed"]:
+            logging.getLogger().setLevel(logging.ERROR)
+    return value or bool((ctx.obj or {}).get("quiet"))
+
+
+QUIET_OPTION = click.option("-q", "--quiet", is_flag=True, callback=_command_quiet,
+                            help="Errors only, no progress bar or summary (as geomap-gan -q).")  # fmt: skip
 
 
 @click.group(cls=GeomapGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -546,7 +564,7 @@ _RENDER_OPTIONS = [
 @click.option("--strips", type=click.IntRange(min=1), default=None, metavar="N",
               help="Split the scene into N horizontal strips rendered by Dask workers "
               "[default with --scheduler: one per worker; without it: a local cluster].")  # fmt: skip
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
+@QUIET_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option("--progress", "progress_mode", type=click.Choice(["bar", "json"]), default="bar",
               show_default=True,
@@ -585,7 +603,6 @@ def render(
     from .render import RenderOptions
     from .render import render as run_render
 
-    quiet = quiet or ctx.obj["quiet"]
     events = JsonEvents() if progress_mode == "json" else None
     with events or contextlib.nullcontext():
         options = RenderOptions(
@@ -690,7 +707,7 @@ def _render_strips(
               help="Dask scheduler to run on (tcp://host:8786) [default: a local cluster].")  # fmt: skip
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Workers of the local cluster [default: one per GPU, else one per core].")  # fmt: skip
-@click.option("--quiet", is_flag=True, help="No progress bar or summary (failures still shown).")
+@QUIET_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @click.pass_context
 def render_many(
@@ -723,7 +740,6 @@ def render_many(
     from .distributed import render_many as run_many
     from .render import RenderOptions
 
-    quiet = quiet or ctx.obj["quiet"]
     options = RenderOptions(
         bands=_parse_numbers(bands, "--bands", int, 3),
         scale=_parse_numbers(scale, "--scale", float, 2),

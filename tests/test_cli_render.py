@@ -82,6 +82,27 @@ def test_verbose_prints_the_summary_once_and_q_is_quiet(tiny_model_file, scene, 
     assert quiet.exit_code == 0 and quiet.stdout == "" and "render" not in quiet.stderr
 
 
+def test_the_command_quiet_is_the_global_quiet(geotiff_dir, tmp_path):
+    """In a real process, `render ... -q` silences warnings as `geomap-gan -q render` does (the
+    small 4.5 m scene draws the domain warning from the bundled model)."""
+    import subprocess
+    import sys
+
+    scene = geotiff_dir / "rgb_small_4p5m.tif"
+    base = [sys.executable, "-m", "geomap_gan"]
+
+    def stderr(*args: str) -> str:
+        proc = subprocess.run([*base, *args], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stderr
+
+    assert "far from the model's training aerials" in stderr(
+        "render", str(scene), str(tmp_path / "a.tif")
+    )
+    assert stderr("render", str(scene), str(tmp_path / "b.tif"), "-q") == ""
+    assert stderr("-q", "render", str(scene), str(tmp_path / "c.tif")) == ""
+
+
 def _bad_cases(tmp_path: Path, scene: Path) -> dict[str, tuple[list[str], str]]:
     (tmp_path / "text.tif").write_text("not a raster")
     grey = write_geotiff(tmp_path / "grey.tif", noise_rgb(20, 20, bands=1))
