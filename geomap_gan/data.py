@@ -65,9 +65,12 @@ def load_pair(path: Path, size: int) -> np.ndarray:
     """
     from PIL import Image
 
-    with Image.open(path) as im:
-        im.load()  # raises OSError on truncated/corrupt data
-        im = im.convert("RGB")
+    try:
+        with Image.open(path) as im:
+            im.load()  # raises OSError on truncated/corrupt data
+            im = im.convert("RGB")
+    except Image.DecompressionBombError as exc:  # not an OSError: it would end the run
+        raise OSError(f"larger than Pillow's decompression-bomb limit: {exc}") from exc
     w, h = im.size
     if w % 2 or abs(w / 2 - h) > PAIR_ASPECT_TOLERANCE * h:
         raise DatasetError(

@@ -80,6 +80,23 @@ def test_train_never_replaces_an_earlier_run(tmp_path):  # item 2
     refused(["train", data, "--out", regular, "--ngf", "4"], "is a file", tmp_path)  # item 16
 
 
+def test_an_image_over_the_decompression_bomb_limit_is_skipped_or_refused(tmp_path, monkeypatch):
+    """Item 16: Pillow refuses images over twice MAX_IMAGE_PIXELS with an error that is not an
+    OSError; train skips such an image like an unreadable one, or refuses it with --strict."""
+    from PIL import Image
+
+    from geomap_gan.data import load_split
+
+    data = small_dataset(tmp_path / "maps")
+    big = np.random.default_rng(9).integers(0, 256, (64, 128, 3), dtype=np.uint8)
+    Image.fromarray(big).save(data / "train" / "9.jpg")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3000)  # 64x128 is over twice that; 32x64 not
+    pairs, report = load_split(data, "train", 32)
+    assert len(pairs) == 3 and report.skipped == (str(data / "train" / "9.jpg"),)
+    refused(["train", data, "--out", tmp_path / "run", "--strict", "--num-downs", "5",
+             "--crop-size", "32", "--load-size", "32"], "decompression-bomb limit", tmp_path)  # fmt: skip
+
+
 def test_render_never_writes_over_a_vrt_source_or_a_sidecar(tmp_path, scene, tiny_model_file):
     import rasterio.shutil
 
