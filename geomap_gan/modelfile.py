@@ -22,7 +22,13 @@ import torch
 from . import files
 from .errors import ModelFileError
 from .nets import UnetGenerator
-from .trainconfig import MAPS_ORIGINAL_GSD, MAPS_ORIGINAL_SIZE
+from .trainconfig import (
+    MAPS_ORIGINAL_GSD,
+    MAPS_ORIGINAL_SIZE,
+    NGF_RANGE,
+    NUM_DOWNS_RANGE,
+    TILE_SIZE_RANGE,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +72,11 @@ class ModelCard:
         checked before anything is built from the card (a card claiming ngf=2048 would ask for
         17 GB). Returns the card."""
         checks: list[tuple[str, object, type | tuple[type, ...], float, float]] = [
-            ("ngf", self.ngf, int, 1, 256),
-            ("num_downs", self.num_downs, int, 5, 9),
+            ("ngf", self.ngf, int, *NGF_RANGE),
+            ("num_downs", self.num_downs, int, *NUM_DOWNS_RANGE),
             ("in_channels", self.in_channels, int, 3, 3),
             ("out_channels", self.out_channels, int, 3, 3),
-            ("tile_size", self.tile_size, int, 32, 4096),
+            ("tile_size", self.tile_size, int, *TILE_SIZE_RANGE),
             ("gsd", self.gsd, (int, float), 0.01, 10_000),
             ("receptive_field", self.receptive_field, int, 0, 100_000),
             ("epochs", self.epochs, int, 0, 10**7),

@@ -15,6 +15,11 @@ GanMode = Literal["vanilla", "lsgan", "hinge"]
 # pix2pix maps: 600 px originals at about 0.905 m/px (Google z17 at New York's latitude).
 MAPS_ORIGINAL_GSD = 0.9
 MAPS_ORIGINAL_SIZE = 600
+# The generator sizes a model card may declare (modelfile.ModelCard.validate), inclusive: the
+# trainer refuses to train outside them, since the renderer would refuse the model it exports.
+NGF_RANGE = (1, 256)
+NUM_DOWNS_RANGE = (5, 9)
+TILE_SIZE_RANGE = (32, 4096)
 
 
 @dataclass(frozen=True)
@@ -70,10 +75,18 @@ class TrainConfig:
         BatchNorm or a convolution) or train a model that geomap-gan could not load (the model
         card's ranges, modelfile.ModelCard.validate)."""
         stride = 2**self.num_downs
+        (lo_d, hi_d), (lo_f, hi_f), (lo_t, hi_t) = NUM_DOWNS_RANGE, NGF_RANGE, TILE_SIZE_RANGE
         for ok, problem in (
-            (5 <= self.num_downs <= 9, f"--num-downs must be 5 to 9, got {self.num_downs}"),
-            (1 <= self.ngf <= 256, f"--ngf must be 1 to 256, got {self.ngf}"),
-            (1 <= self.ndf <= 256, f"--ndf must be 1 to 256, got {self.ndf}"),
+            (
+                lo_d <= self.num_downs <= hi_d,
+                f"--num-downs must be {lo_d} to {hi_d}, got {self.num_downs}",
+            ),
+            (lo_f <= self.ngf <= hi_f, f"--ngf must be {lo_f} to {hi_f}, got {self.ngf}"),
+            (lo_f <= self.ndf <= hi_f, f"--ndf must be {lo_f} to {hi_f}, got {self.ndf}"),
+            (
+                lo_t <= self.crop_size <= hi_t,
+                f"--crop-size must be {lo_t} to {hi_t}, got {self.crop_size}",
+            ),
             (self.batch_size >= 1, f"--batch-size must be 1 or more, got {self.batch_size}"),
             (
                 self.crop_size >= stride and self.crop_size % stride == 0,
