@@ -219,6 +219,10 @@ def _tqdm_train_progress(quiet: bool) -> Callable[[dict[str, float]], None] | No
     help="Weight of the shift-consistency term (G of the aerial moved by a random sub-stride "
     "offset against G's map moved alike; 0: off).",
 )  # fmt: skip
+@click.option(
+    "--road-weight", default=_TC.road_weight, show_default=True,
+    help="Extra weight of the L1 term on the real map's road pixels (1 + W there; 0: plain L1).",
+)  # fmt: skip
 @click.option("--lr", default=_TC.lr, show_default=True)
 @click.option("--beta1", default=_TC.beta1, show_default=True)
 @click.option("--epochs", default=_TC.epochs, show_default=True, help="Epochs at constant LR.")

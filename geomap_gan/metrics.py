@@ -20,6 +20,7 @@ METRIC_KEYS = (
     *(f"iou_{c}" for c in CLASSES), "miou", "n",
 )  # fmt: skip
 PSNR_CAP = 100.0  # dB for identical images, so one perfect tile does not make the mean infinite
+ROAD_MIN = 248  # a road pixel is this white or whiter in every channel (the maps' street fill)
 
 
 def class_masks(rgb: np.ndarray) -> dict[str, np.ndarray]:
@@ -27,7 +28,7 @@ def class_masks(rgb: np.ndarray) -> dict[str, np.ndarray]:
     c = rgb.astype(np.int16)
     r, g, b = c[..., 0], c[..., 1], c[..., 2]
     return {
-        "road": np.minimum(np.minimum(r, g), b) >= 248,
+        "road": np.minimum(np.minimum(r, g), b) >= ROAD_MIN,
         "water": (b >= 220) & (b - r >= 40),
         "park": (g - r >= 8) & (g - b >= 20),
         "highway": (r >= 230) & (r - b >= 70) & (g >= 120),

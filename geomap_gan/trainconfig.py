@@ -45,6 +45,7 @@ class TrainConfig:
     gan_mode: GanMode = "vanilla"
     lambda_l1: float = 100.0
     lambda_shift: float = 0.0  # shift consistency: G(move(x)) = move(G(x)) for sub-stride moves
+    road_weight: float = 0.0  # extra L1 weight on the real map's road pixels (train.map_l1_loss)
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
@@ -103,6 +104,7 @@ class TrainConfig:
                 "--epochs and --epochs-decay must be 0 or more, and 1 or more together",
             ),
             (self.lr > 0, f"--lr must be above 0, got {self.lr}"),
+            (self.road_weight >= 0, f"--road-weight must be 0 or more, got {self.road_weight}"),
         ):
             if not ok:
                 raise InputError(problem)

@@ -13,9 +13,20 @@ import pytest
 import torch
 from PIL import Image
 
-from geomap_gan.errors import CheckpointError
+from geomap_gan.data import load_split
+from geomap_gan.errors import CheckpointError, InputError
+from geomap_gan.metrics import class_masks
 from geomap_gan.modelfile import load_model
-from geomap_gan.train import Placement, TrainConfig, Trainer, lr_factor, place_process, seed_process
+from geomap_gan.nets import to_model_range
+from geomap_gan.train import (
+    Placement,
+    TrainConfig,
+    Trainer,
+    lr_factor,
+    map_l1_loss,
+    place_process,
+    seed_process,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -181,6 +192,34 @@ def test_l1_goes_down_on_16_real_pairs(maps286: Path, tmp_path: Path) -> None:
     trainer.fit()
     after = l1_on_train_pairs()
     assert after < 0.9 * before, (before, after)
+
+
+def test_road_weighted_l1_weighs_the_real_maps_road_pixels(maps256: Path) -> None:
+    """On real val maps: weight 0 is plain L1; weight W is the mean of |error| with 1 + W on the
+    pixels that the metrics' own colour rule calls road, so an error on streets costs more."""
+    pairs, _ = load_split(maps256, "val", 256, limit=4)
+    maps = pairs[:, 1]
+    real = to_model_range(torch.from_numpy(maps).permute(0, 3, 1, 2))
+    rng = np.random.default_rng(0)
+    fake = real + torch.from_numpy(rng.normal(0, 0.2, real.shape).astype(np.float32))
+    err = (fake - real).abs().numpy()
+    road = class_masks(maps)["road"]  # (N, H, W) from the uint8 maps, not the model range
+    assert 0.01 < road.mean() < 0.5  # these tiles do hold streets
+    weight = 1.0 + 4.0 * road[:, None]
+    expected = (err * weight).sum() / (weight.sum() * 3)
+
+    assert map_l1_loss(fake, real, 0.0).item() == pytest.approx(err.mean(), rel=1e-6)
+    assert map_l1_loss(fake, real, 4.0).item() == pytest.approx(expected, rel=1e-5)
+    on_roads = real + 0.5 * torch.from_numpy(road[:, None]).float()  # error on streets only
+    share = road.mean()  # streets carry 5 / (1 + 4 * share) times their plain share of the loss
+    assert map_l1_loss(on_roads, real, 4.0).item() == pytest.approx(
+        map_l1_loss(on_roads, real, 0.0).item() * 5 / (1 + 4 * share), rel=1e-5
+    )
+
+
+def test_a_negative_road_weight_is_refused_before_any_data_is_read(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="--road-weight must be 0 or more"):
+        TrainConfig(data_dir=str(tmp_path / "missing"), road_weight=-1.0)
 
 
 def test_batchnorm_recalibration_is_the_plain_average_of_batch_statistics(
