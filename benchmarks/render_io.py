@@ -4,7 +4,9 @@ that must be resampled (half the GSD).
 
 Prints wall MP/s of map and MP per CPU-second (the ceiling per core: a host with N cores free for
 I/O reaches about N times it while the work parallelises). Runs in this process, each case
-after one warm-up, CPU time from the kernel (``resource.getrusage``).
+after one warm-up, CPU time from the kernel (``resource.getrusage``). The resampled scene is
+read both ways, side by side: the engine's own resampled reads (resample.ResampledView) and
+GDAL's warper (WarpedVRT, what every resampled scene went through before).
 
     python benchmarks/render_io.py [--size 8192] [--threads 1,2] [--reps 2]
 """
@@ -12,6 +14,7 @@ after one warm-up, CPU time from the kernel (``resource.getrusage``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import resource
 import statistics
 import sys
@@ -25,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe  # noqa: E402
 from _render_scene import make_scene  # noqa: E402
 
+from geomap_gan import resample  # noqa: E402
 from geomap_gan.modelfile import MapModel, ModelCard  # noqa: E402
 from geomap_gan.nets import receptive_radius  # noqa: E402
 from geomap_gan.options import EngineSettings, RenderOptions  # noqa: E402
@@ -38,6 +42,18 @@ def pass_through(gsd: float) -> MapModel:
     card = ModelCard(name="pass-through", ngf=32, num_downs=5, antialias=True,
                      receptive_field=receptive_radius(5, True), gsd=gsd)  # fmt: skip
     return MapModel(torch.nn.Identity(), card)
+
+
+@contextlib.contextmanager
+def reading_path(path: str):
+    """``reads``: as the engine chooses; ``warper``: every resampled scene through WarpedVRT."""
+    chooser = resample.can_resample_by_reads
+    if path == "warper":
+        resample.can_resample_by_reads = lambda ds, grid: False
+    try:
+        yield
+    finally:
+        resample.can_resample_by_reads = chooser
 
 
 def cpu_seconds() -> float:
@@ -73,14 +89,18 @@ def main() -> None:
     torch.set_num_threads(1)  # nothing to compute: keep torch's pool out of the I/O figures
     print(describe())
     model = pass_through(args.gsd)
-    print(f"{'scene':<36} {'I/O threads':>11} {'MP/s':>7} {'MP/CPU-s':>9}")
+    print(f"{'scene':<36} {'path':>7} {'I/O threads':>11} {'MP/s':>7} {'MP/CPU-s':>9}")
     with tempfile.TemporaryDirectory() as tmp:
-        for label, size, frac in (("at the model GSD", args.size, 1.0),
-                                  ("at half the GSD (resampled)", 2 * args.size, 0.5)):  # fmt: skip
+        for label, size, frac, paths in (
+            ("at the model GSD", args.size, 1.0, ("direct",)),
+            ("at half the GSD (resampled)", 2 * args.size, 0.5, ("reads", "warper")),
+        ):
             scene = make_scene(SCENES, size, args.gsd * frac)
-            for n in (int(t) for t in args.threads.split(",")):
-                rate, per_cpu = measure(scene, Path(tmp) / "out.tif", model, n, args.reps)
-                print(f"{f'{size}^2 {label}':<36} {n:>11} {rate:7.1f} {per_cpu:9.1f}")
+            for path in paths:
+                for n in (int(t) for t in args.threads.split(",")):
+                    with reading_path(path):
+                        rate, per_cpu = measure(scene, Path(tmp) / "out.tif", model, n, args.reps)
+                    print(f"{f'{size}^2 {label}':<36} {path:>7} {n:>11} {rate:7.1f} {per_cpu:9.1f}")
 
 
 if __name__ == "__main__":

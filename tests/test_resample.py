@@ -13,7 +13,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from geomap_gan import scene
-from geomap_gan.resample import ResampledView
+from geomap_gan.resample import MAX_SHRINK, ResampledView
 
 
 def _smooth_scene(path, size: int = 300, res: float = 0.5, nodata=None, seed: int = 0):
@@ -60,14 +60,44 @@ def test_matches_the_warper_away_from_the_edges(tmp_path, gsd, tol):
 
 
 def test_render_reads_by_resampling_only_where_that_is_faster(tmp_path):
-    """Enlarging: resampled reads (1.3x the warper, benchmarks/render_io.py); shrinking: warper."""
+    """Enlarging (1.3x the warper) and shrinking up to MAX_SHRINK on integer samples
+    (benchmarks/render_io.py): resampled; further shrinking and float samples: the warper."""
     path = _smooth_scene(tmp_path / "s.tif")
     with rasterio.open(path) as ds:
-        finer, _ = scene.model_grid(ds, 0.35, max_upscale=4)
-        coarser, _ = scene.model_grid(ds, 1.0, max_upscale=4)
-        assert isinstance(scene.render_source(ds, finer), ResampledView)
-        with scene.render_source(ds, coarser) as source:
+        for gsd in (0.35, 1.0, 0.5 * MAX_SHRINK):
+            grid, _ = scene.model_grid(ds, gsd, max_upscale=4)
+            assert isinstance(scene.render_source(ds, grid), ResampledView), gsd
+        further, _ = scene.model_grid(ds, 0.5 * MAX_SHRINK * 1.25, max_upscale=4)
+        with scene.render_source(ds, further) as source:
             assert isinstance(source, WarpedVRT)
+    floats = write_geotiff(tmp_path / "f.tif", np.full((3, 64, 64), 0.5, np.float32), res=0.5)
+    with rasterio.open(floats) as ds:
+        grid, _ = scene.model_grid(ds, 1.0, max_upscale=4)
+        with scene.render_source(ds, grid) as source:
+            assert isinstance(source, WarpedVRT)
+
+
+@pytest.mark.parametrize("gsd", [1.0, 1.187])
+def test_shrinking_averages_only_valid_pixels_like_the_warper(tmp_path, gsd):
+    """Next to a nodata collar a grid pixel averages the valid source pixels only (GDAL's
+    warper skips nodata too), so the edge of the valid area is not darkened by the fill value."""
+    path = _smooth_scene(tmp_path / "s.tif", nodata=0)
+    with rasterio.open(path, "r+") as ds:
+        data = ds.read()
+        data[:, :, :101] = 0  # a collar whose edge falls inside grid pixels
+        ds.write(data)
+    with rasterio.open(path) as ds:
+        grid, _ = scene.model_grid(ds, gsd, max_upscale=4)
+        whole = Window(0, 0, grid.width, grid.height)
+        view = ResampledView(ds, grid)
+        ours, valid = view.read([1, 2, 3], whole), view.read_masks([1, 2, 3], whole)[0] > 0
+        with WarpedVRT(ds, crs=ds.crs, transform=grid.transform, width=grid.width,
+                       height=grid.height, resampling=rasterio.enums.Resampling.average) as vrt:  # fmt: skip
+            warped = vrt.read([1, 2, 3])
+    edge = int(np.argmax(valid.any(axis=0)))  # first valid column, partly over the collar
+    inner = (slice(None), slice(4, -4), slice(edge, edge + 3))
+    diff = np.abs(ours.astype(int) - warped.astype(int))[inner]
+    assert ours[inner].min() > 0 and diff.max() <= 1, (diff.max(), ours[inner].min())
 
 
 def test_nodata_is_masked_like_the_source(tmp_path):
