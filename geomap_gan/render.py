@@ -310,7 +310,7 @@ def render(
         tiles = tile_grid(mapmodel.card, options, plan.grid)
         tile = tiles.tile
         options = replace(options, batch_size=batch_size_for(options, device, tile, len(tiles)))
-        source = scene.render_source(ds, plan.grid)
+        source = scene.render_source(ds, plan.grid, engine.gdal_threads)
         if source is not ds:
             stack.enter_context(source)
         weights = grid_weights(tiles)

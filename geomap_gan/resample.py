@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,8 @@ from .scene import Grid, has_nodata_mask
 # Shrinking further than this reads source windows of over 16x the grid window's pixels at once;
 # the warper, which reads in chunks of its own, keeps those (0.1 m drone imagery, say).
 MAX_SHRINK = 4.0
+# Output rows per task when a view averages in several threads (a few MB of float32 each).
+ROWS_PER_TASK = 64
 
 
 def can_resample_by_reads(ds: DatasetReader, grid: Grid) -> bool:
@@ -104,15 +107,24 @@ class _Axis:
 
 
 def _area(
-    a: np.ndarray, iy: np.ndarray, wy: np.ndarray, ix: np.ndarray, wx: np.ndarray
+    a: np.ndarray,
+    iy: np.ndarray,
+    wy: np.ndarray,
+    ix: np.ndarray,
+    wx: np.ndarray,
+    pool: ThreadPoolExecutor | None = None,
 ) -> np.ndarray:
     """(bands, rows, cols) source pixels -> (bands, n_rows, n_cols) float32 weighted sums, rows
     first: out[:, i, j] = sum_s sum_t wy[i, s] * wx[j, t] * a[:, iy[i, s], ix[j, t]], taps in
     order. Taps that weigh 0 for every pixel asked are skipped (adding 0 changes no sum), and
     the gathers write into preallocated buffers: 2-3x fewer passes over memory than plain
-    fancy indexing."""
-    rows = _weighted_taps(a, iy, wy, axis=1)
-    return _weighted_taps(rows, ix, wx, axis=2)
+    fancy indexing. With a ``pool``, bands of output rows are summed in its threads (numpy
+    releases the GIL): each row's sums are the same whichever band it falls in."""
+    if pool is None or len(iy) < 2 * ROWS_PER_TASK:
+        return _weighted_taps(_weighted_taps(a, iy, wy, axis=1), ix, wx, axis=2)
+    bands = [slice(r, r + ROWS_PER_TASK) for r in range(0, len(iy), ROWS_PER_TASK)]
+    parts = pool.map(lambda b: _area(a, iy[b], wy[b], ix, wx), bands)
+    return np.concatenate(list(parts), axis=1)
 
 
 def _weighted_taps(a: np.ndarray, idx: np.ndarray, w: np.ndarray, axis: int) -> np.ndarray:
@@ -139,7 +151,10 @@ class ResampledView:
 
     BLOCK = 512  # grid pixels per block, for the reader's block-aligned row cache
 
-    def __init__(self, ds: DatasetReader, grid: Grid) -> None:
+    def __init__(self, ds: DatasetReader, grid: Grid, threads: int = 1) -> None:
+        """``threads``: how many threads average a read when shrinking (the engine's I/O
+        threads, as GDAL's NUM_THREADS), so the resampled path scales with cores as GDAL's
+        decoding and compression do."""
         self.ds = ds
         self.name = ds.name
         self.width, self.height = grid.width, grid.height
@@ -151,6 +166,7 @@ class ResampledView:
         fx, fy = g.a / s.a, g.e / s.e
         self.shrink = fx > 1  # can_resample_by_reads: both axes shrink, or both enlarge
         self.weigh_validity = has_nodata_mask(ds)
+        self._pool = ThreadPoolExecutor(threads) if self.shrink and threads > 1 else None
         self._x = _Axis((g.c - s.c) / s.a, fx, ds.width)
         self._y = _Axis((g.f - s.f) / s.e, fy, ds.height)
 
@@ -158,7 +174,8 @@ class ResampledView:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        pass
+        if self._pool is not None:
+            self._pool.shutdown()
 
     def read(self, indexes: Sequence[int], window: Window) -> np.ndarray:
         if self.shrink:
@@ -175,11 +192,11 @@ class ResampledView:
         values = self.ds.read(list(indexes), window=src)
         if self.weigh_validity:
             valid = self.ds.read_masks(list(indexes), window=src) > 0
-            total = _area(valid.view(np.uint8), iy, wy, ix, wx)
+            total = _area(valid.view(np.uint8), iy, wy, ix, wx, self._pool)
             values = np.where(valid, values, 0).astype(values.dtype, copy=False)
-            out = _area(values, iy, wy, ix, wx) / np.maximum(total, 1e-6)
+            out = _area(values, iy, wy, ix, wx, self._pool) / np.maximum(total, 1e-6)
         else:
-            out = _area(values, iy, wy, ix, wx)
+            out = _area(values, iy, wy, ix, wx, self._pool)
         info = np.iinfo(self.dtypes[0])
         np.rint(out, out=out)
         return np.clip(out, info.min, info.max, out=out).astype(self.dtypes[0])

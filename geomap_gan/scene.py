@@ -225,17 +225,19 @@ def model_grid(ds: DatasetReader, gsd: float, max_upscale: float) -> tuple[Grid,
     return Grid(width, height, transform, ds.crs), scene_gsd
 
 
-def render_source(ds: DatasetReader, grid: Grid) -> DatasetReader | WarpedVRT | ResampledView:
-    """The dataset to read the render grid from: ``ds`` itself; resampled reads (cubic) when the
-    grid is ``ds`` enlarged in its own CRS (``resample.ResampledView``, faster there); else a
-    WarpedVRT (area average when shrinking, cubic when enlarging). Nodata, alpha and masks carry
-    over."""
+def render_source(
+    ds: DatasetReader, grid: Grid, threads: int = 1
+) -> DatasetReader | WarpedVRT | ResampledView:
+    """The dataset to read the render grid from: ``ds`` itself; when only the pixel size
+    changes in ``ds``'s own CRS, resampled reads (``resample.ResampledView``: cubic enlarging,
+    area average shrinking, faster than the warper for both); else a WarpedVRT (area average
+    when shrinking, cubic when enlarging). Nodata, alpha and masks carry over. ``threads``: the resampled reads' own threads (the warper uses GDAL_NUM_THREADS)."""
     if grid.transform == ds.transform and (grid.width, grid.height) == (ds.width, ds.height):
         return ds
     from .resample import ResampledView, can_resample_by_reads
 
     if can_resample_by_reads(ds, grid):
-        return ResampledView(ds, grid)
+        return ResampledView(ds, grid, threads)
     shrink = abs(grid.transform.a) > abs(ds.transform.a)
     # Validity travels as an alpha band warped together with the data: reading a warped mask
     # separately (read_masks) runs the whole warp a second time (measured 5x slower on NAIP).

@@ -13,7 +13,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from geomap_gan import scene
-from geomap_gan.resample import MAX_SHRINK, ResampledView
+from geomap_gan.resample import MAX_SHRINK, ROWS_PER_TASK, ResampledView
 
 
 def _smooth_scene(path, size: int = 300, res: float = 0.5, nodata=None, seed: int = 0):
@@ -39,6 +39,20 @@ def test_windows_read_the_same_pixels_as_the_whole_grid(tmp_path, gsd):
             h = int(rng.integers(1, grid.height - y + 1))
             part = view.read([1, 2, 3], Window(x, y, w, h))
             np.testing.assert_array_equal(part, whole[:, y : y + h, x : x + w])
+
+
+def test_averaging_in_threads_reads_the_same_pixels(tmp_path):
+    """The engine's I/O threads share the averaging of a shrinking read by bands of rows."""
+    path = _smooth_scene(tmp_path / "s.tif", size=700, nodata=0)
+    with rasterio.open(path) as ds:
+        grid, _ = scene.model_grid(ds, 1.187, max_upscale=4)
+        assert grid.height > 2 * ROWS_PER_TASK  # several bands, so the pool is used
+        whole = Window(0, 0, grid.width, grid.height)
+        one = ResampledView(ds, grid).read([1, 2, 3], whole)
+        with ResampledView(ds, grid, threads=3) as view:
+            np.testing.assert_array_equal(view.read([1, 2, 3], whole), one)
+            part = view.read([1, 2, 3], Window(5, 7, 200, 250))
+        np.testing.assert_array_equal(part, one[:, 7:257, 5:205])
 
 
 @pytest.mark.parametrize(("gsd", "tol"), [(1.0, 1), (1.187, 1), (0.35, 2)])
