@@ -42,7 +42,8 @@ ROWS_PER_TASK = 64
 def can_resample_by_reads(ds: DatasetReader, grid: Grid) -> bool:
     """Whether ``grid`` is ``ds`` with other pixel sizes in its own CRS (north-up, no rotation),
     enlarged on both axes or shrunk on both by at most MAX_SHRINK, integer samples when shrunk
-    (so that the area sums are exact). Anything else goes through the warper."""
+    (the averages are rounded back to the samples' integer type; float scenes keep the warper).
+    Anything else goes through the warper."""
     a, b = ds.transform, grid.transform
     same_crs = ds.crs == grid.crs
     north_up = a.b == a.d == 0 and b.b == b.d == 0 and a.a * b.a > 0 and a.e * b.e > 0
@@ -116,7 +117,8 @@ def _area(
 ) -> np.ndarray:
     """(bands, rows, cols) source pixels -> (bands, n_rows, n_cols) float32 weighted sums, rows
     first: out[:, i, j] = sum_s sum_t wy[i, s] * wx[j, t] * a[:, iy[i, s], ix[j, t]], taps in
-    order. Taps that weigh 0 for every pixel asked are skipped (adding 0 changes no sum), and
+    order. Trailing taps that weigh 0 for every pixel asked are skipped (adding 0 changes no
+    sum), and
     the gathers write into preallocated buffers: 2-3x fewer passes over memory than plain
     fancy indexing. With a ``pool``, bands of output rows are summed in its threads (numpy
     releases the GIL): each row's sums are the same whichever band it falls in."""

@@ -231,7 +231,8 @@ def render_source(
     """The dataset to read the render grid from: ``ds`` itself; when only the pixel size
     changes in ``ds``'s own CRS, resampled reads (``resample.ResampledView``: cubic enlarging,
     area average shrinking, faster than the warper for both); else a WarpedVRT (area average
-    when shrinking, cubic when enlarging). Nodata, alpha and masks carry over. ``threads``: the resampled reads' own threads (the warper uses GDAL_NUM_THREADS)."""
+    when shrinking, cubic when enlarging). Nodata, alpha and masks carry over. ``threads``: the
+    resampled reads' own threads (the warper uses GDAL_NUM_THREADS)."""
     if grid.transform == ds.transform and (grid.width, grid.height) == (ds.width, ds.height):
         return ds
     from .resample import ResampledView, can_resample_by_reads
