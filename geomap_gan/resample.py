@@ -118,9 +118,8 @@ def _area(
     """(bands, rows, cols) source pixels -> (bands, n_rows, n_cols) float32 weighted sums, rows
     first: out[:, i, j] = sum_s sum_t wy[i, s] * wx[j, t] * a[:, iy[i, s], ix[j, t]], taps in
     order. Trailing taps that weigh 0 for every pixel asked are skipped (adding 0 changes no
-    sum), and
-    the gathers write into preallocated buffers: 2-3x fewer passes over memory than plain
-    fancy indexing. With a ``pool``, bands of output rows are summed in its threads (numpy
+    sum), and the gathers write into preallocated buffers: 2-3x fewer passes over memory than
+    plain fancy indexing. With a ``pool``, bands of output rows are summed in its threads (numpy
     releases the GIL): each row's sums are the same whichever band it falls in."""
     if pool is None or len(iy) < 2 * ROWS_PER_TASK:
         return _weighted_taps(_weighted_taps(a, iy, wy, axis=1), ix, wx, axis=2)
