@@ -418,12 +418,25 @@ class Trainer:
         for s, st in zip(self.scheds, state["scheds"], strict=True):
             s.load_state_dict(st)
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self._apply_schedule()
         torch.set_rng_state(state["rng_torch"])
         keys, pos = state["rng_numpy"]
         np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), int(pos), 0, 0.0))
         random.setstate((3, tuple(state["rng_python"]), None))
         self._drop_log_rows_after(self.epoch)
         log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.step)
+
+    def _apply_schedule(self) -> None:
+        """Set the next epoch's learning rate from this run's ``--lr`` and schedule.
+
+        The checkpoint's schedulers hold the rate of the schedule it was trained with (a run
+        that ended its decay holds 0), so a resume with more epochs or another ``--lr`` would
+        otherwise train its first epoch at the old rate and follow the new one only after it.
+        """
+        for sched in self.scheds:
+            sched.base_lrs = [self.cfg.lr for _ in sched.base_lrs]
+            for group in sched.optimizer.param_groups:
+                group["lr"] = self.cfg.lr * lr_factor(self.epoch, self.cfg)
 
     def _drop_log_rows_after(self, epoch: int) -> None:
         """Keep log.csv's rows up to ``epoch``: a run killed after logging an epoch but before

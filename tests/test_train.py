@@ -111,6 +111,23 @@ def test_resume_continues_exactly(tiny_maps: Path, tmp_path: Path) -> None:
     assert resumed.opt_G.param_groups[0]["lr"] == straight.opt_G.param_groups[0]["lr"] == 0.0
 
 
+def test_resume_with_a_longer_schedule_follows_it_from_the_first_epoch(
+    tiny_maps: Path, tmp_path: Path
+) -> None:
+    """A finished run (its decay ended at lr 0) resumed with more epochs and another --lr:
+    every resumed epoch trains at the new schedule's rate, the first one included."""
+    seeded(tiny_cfg(tiny_maps, tmp_path, val_every=0, samples=0)).fit()  # 2 epochs, ends at 0
+    longer = tiny_cfg(tiny_maps, tmp_path, val_every=0, samples=0, epochs=3, lr=1e-4)
+    resumed = seeded(longer)
+    resumed.fit(resume=True)
+    rows = list(csv.DictReader((tmp_path / "log.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    new_rates = [1e-4 * lr_factor(e, longer) for e in (2, 3)]  # epochs 3 and 4, 0-based
+    assert [float(r["lr"]) for r in rows[2:]] == pytest.approx(new_rates)
+    assert new_rates[0] == pytest.approx(1e-4)  # not the old run's final 0
+    assert resumed.opt_D.param_groups[0]["lr"] == pytest.approx(1e-4 * lr_factor(4, longer))
+
+
 def test_resume_after_a_kill_logs_each_epoch_once(tiny_maps: Path, tmp_path: Path) -> None:
     """A SIGKILL between logging an epoch and checkpointing it: the resumed run reruns that
     epoch and log.csv still has one row per epoch (issue 14, item 25)."""
