@@ -295,12 +295,9 @@ class Trainer:
         betas = (cfg.beta1, cfg.beta2)
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=betas)
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=betas)
-        self.scheds = [
-            torch.optim.lr_scheduler.LambdaLR(o, lambda e: lr_factor(e, cfg))
-            for o in (self.opt_G, self.opt_D)
-        ]
         self.epoch = 0  # epochs completed
         self.step = 0  # optimiser updates completed
+        self._apply_schedule()
         self.last_metrics: dict[str, float] = {}
 
     # ---- setup -------------------------------------------------------------------------------
@@ -367,7 +364,8 @@ class Trainer:
         return self.out / "checkpoint.pt"
 
     def save_checkpoint(self) -> None:
-        """Everything needed to continue exactly: nets, optimisers, schedules, counters, RNG."""
+        """Everything needed to continue exactly: nets, optimisers, counters, RNG (the learning
+        rate follows from the epoch and the resuming run's config, see ``_apply_schedule``)."""
         if not self.is_main:
             return
         self.out.mkdir(parents=True, exist_ok=True)
@@ -376,7 +374,6 @@ class Trainer:
             "D": _unwrap(self.D).state_dict(),
             "opt_G": self.opt_G.state_dict(),
             "opt_D": self.opt_D.state_dict(),
-            "scheds": [s.state_dict() for s in self.scheds],
             "epoch": self.epoch,
             "step": self.step,
             "rng_torch": torch.get_rng_state(),
@@ -415,8 +412,6 @@ class Trainer:
             raise CheckpointError(f"{path} does not fit this architecture ({exc})") from exc
         self.opt_G.load_state_dict(state["opt_G"])
         self.opt_D.load_state_dict(state["opt_D"])
-        for s, st in zip(self.scheds, state["scheds"], strict=True):
-            s.load_state_dict(st)
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self._apply_schedule()
         torch.set_rng_state(state["rng_torch"])
@@ -427,16 +422,16 @@ class Trainer:
         log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.step)
 
     def _apply_schedule(self) -> None:
-        """Set the next epoch's learning rate from this run's ``--lr`` and schedule.
+        """Set the next epoch's learning rate from ``--lr``, the schedule and the epoch.
 
-        The checkpoint's schedulers hold the rate of the schedule it was trained with (a run
-        that ended its decay holds 0), so a resume with more epochs or another ``--lr`` would
-        otherwise train its first epoch at the old rate and follow the new one only after it.
+        Derived, not stored: a checkpoint's rate is the one of the schedule it was trained with
+        (0 after a finished decay), and a resume with more epochs or another ``--lr`` must
+        follow its own schedule from its first epoch.
         """
-        for sched in self.scheds:
-            sched.base_lrs = [self.cfg.lr for _ in sched.base_lrs]
-            for group in sched.optimizer.param_groups:
-                group["lr"] = self.cfg.lr * lr_factor(self.epoch, self.cfg)
+        rate = self.cfg.lr * lr_factor(self.epoch, self.cfg)
+        for opt in (self.opt_G, self.opt_D):
+            for group in opt.param_groups:
+                group["lr"] = rate
 
     def _drop_log_rows_after(self, epoch: int) -> None:
         """Keep log.csv's rows up to ``epoch``: a run killed after logging an epoch but before
@@ -604,7 +599,7 @@ class Trainer:
         self.G.train()
         self.D.train()
         sums: dict[str, float] = {}
-        lr = self.opt_G.param_groups[0]["lr"]  # this epoch's: the schedule steps at its end
+        lr = self.opt_G.param_groups[0]["lr"]  # this epoch's: the next is set at its end
         n, t0 = 0, time.perf_counter()
         for a, b in loader:
             losses = self.train_step(a, b)
@@ -618,9 +613,8 @@ class Trainer:
             if self._step_limit_reached():
                 break
         seconds = time.perf_counter() - t0
-        for s in self.scheds:
-            s.step()
         self.epoch += 1
+        self._apply_schedule()
         row: dict[str, float] = {
             "epoch": self.epoch,
             "step": self.step,
