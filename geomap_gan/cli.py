@@ -223,6 +223,11 @@ def _tqdm_train_progress(quiet: bool) -> Callable[[dict[str, float]], None] | No
     "--road-weight", default=_TC.road_weight, show_default=True,
     help="Extra weight of the L1 term on the real map's road pixels (1 + W there; 0: plain L1).",
 )  # fmt: skip
+@click.option(
+    "--d-warmup", default=_TC.d_warmup, show_default=True,
+    help="Updates at the start of the run that train the discriminator only (G frozen): with "
+    "--init-from, a fresh D learns before its gradients reach the warm-started G.",
+)  # fmt: skip
 @click.option("--lr", default=_TC.lr, show_default=True)
 @click.option("--beta1", default=_TC.beta1, show_default=True)
 @click.option("--epochs", default=_TC.epochs, show_default=True, help="Epochs at constant LR.")

@@ -318,12 +318,18 @@ class Trainer:
 
     # ---- one update --------------------------------------------------------------------------
     def train_step(self, a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
-        """One pix2pix update: D on (real, detached fake), then G on GAN + lambda * L1."""
+        """One pix2pix update: D on (real, detached fake), then G on GAN + lambda * L1.
+
+        During the first ``d_warmup`` updates G is not updated (its losses are still computed
+        and logged): a warm-started G otherwise meets a discriminator from scratch, whose first
+        gradients pull it off what it had learnt (measured: roads greyed for epochs)."""
         cfg = self.cfg
         a = a.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         b = b.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        train_g = self.step >= cfg.d_warmup
         with autocast(self.device, cfg.amp):
-            fake = self.G(a)
+            with torch.set_grad_enabled(train_g):
+                fake = self.G(a)
             pred_fake = self.D(torch.cat([a, fake.detach()], 1))
             pred_real = self.D(torch.cat([a, b], 1))
             loss_d_fake = gan_loss(pred_fake, False, cfg.gan_mode, True)
@@ -335,19 +341,20 @@ class Trainer:
 
         d_plain = _unwrap(self.D)  # G's step must not touch D's DDP reducer or D's grads
         d_plain.requires_grad_(False)
-        with autocast(self.device, cfg.amp):
+        with autocast(self.device, cfg.amp), torch.set_grad_enabled(train_g):
             pred = d_plain(torch.cat([a, fake], 1))
             loss_g_gan = gan_loss(pred, True, cfg.gan_mode, False)
             loss_g_l1 = map_l1_loss(fake, b, cfg.road_weight)
             loss_g = loss_g_gan + cfg.lambda_l1 * loss_g_l1
             loss_shift = torch.zeros((), device=self.device)
-            if cfg.lambda_shift > 0:  # the plain module: a second DDP forward breaks its reducer
+            if cfg.lambda_shift > 0 and train_g:  # plain G: a second DDP forward breaks DDP
                 stride = 2**cfg.num_downs
                 loss_shift = shift_consistency_loss(_unwrap(self.G), a, fake, stride, stride)
                 loss_g = loss_g + cfg.lambda_shift * loss_shift
-        self.opt_G.zero_grad(set_to_none=True)
-        loss_g.backward()
-        self.opt_G.step()
+        if train_g:
+            self.opt_G.zero_grad(set_to_none=True)
+            loss_g.backward()
+            self.opt_G.step()
         d_plain.requires_grad_(True)
         self.step += 1
         return {

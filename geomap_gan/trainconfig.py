@@ -46,6 +46,7 @@ class TrainConfig:
     lambda_l1: float = 100.0
     lambda_shift: float = 0.0  # shift consistency: G(move(x)) = move(G(x)) for sub-stride moves
     road_weight: float = 0.0  # extra L1 weight on the real map's road pixels (train.map_l1_loss)
+    d_warmup: int = 0  # first updates of a run that train D only (G frozen): for a warm start
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
@@ -105,6 +106,7 @@ class TrainConfig:
             ),
             (self.lr > 0, f"--lr must be above 0, got {self.lr}"),
             (self.road_weight >= 0, f"--road-weight must be 0 or more, got {self.road_weight}"),
+            (self.d_warmup >= 0, f"--d-warmup must be 0 or more, got {self.d_warmup}"),
         ):
             if not ok:
                 raise InputError(problem)

@@ -128,6 +128,25 @@ def test_resume_with_a_longer_schedule_follows_it_from_the_first_epoch(
     assert resumed.opt_D.param_groups[0]["lr"] == pytest.approx(1e-4 * lr_factor(4, longer))
 
 
+def test_d_warmup_trains_only_the_discriminator_for_its_updates(
+    tiny_maps: Path, tmp_path: Path
+) -> None:
+    """--d-warmup 2: after 2 updates G's weights are the initial ones and D's are not; the
+    updates after the warm-up (here in the resumed second epoch) move G."""
+    cfg = tiny_cfg(tiny_maps, tmp_path, val_every=0, samples=0, d_warmup=2, max_steps=2)
+    trainer = seeded(cfg)
+    g0 = {k: v.clone() for k, v in trainer.G.state_dict().items() if k.endswith("weight")}
+    d0 = {k: v.clone() for k, v in trainer.D.state_dict().items() if k.endswith("weight")}
+    trainer.fit()
+    g2, d2 = trainer.G.state_dict(), trainer.D.state_dict()
+    assert all(torch.equal(v, g2[k]) for k, v in g0.items())
+    assert not all(torch.equal(v, d2[k]) for k, v in d0.items())
+    resumed = seeded(tiny_cfg(tiny_maps, tmp_path, val_every=0, samples=0, d_warmup=2))
+    resumed.fit(resume=True)  # epoch 2: updates 3 and 4 train G
+    g4 = resumed.G.state_dict()
+    assert not all(torch.equal(v, g4[k]) for k, v in g0.items())
+
+
 def test_resume_after_a_kill_logs_each_epoch_once(tiny_maps: Path, tmp_path: Path) -> None:
     """A SIGKILL between logging an epoch and checkpointing it: the resumed run reruns that
     epoch and log.csv still has one row per epoch (issue 14, item 25)."""
