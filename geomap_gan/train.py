@@ -322,7 +322,8 @@ class Trainer:
 
         During the first ``d_warmup`` updates G is not updated (its losses are still computed
         and logged): a warm-started G otherwise meets a discriminator from scratch, whose first
-        gradients pull it off what it had learnt (measured: roads greyed for epochs)."""
+        gradients are uninformed (on v6 it did not prevent the val drop after a rate restart:
+        README, the v8 candidate)."""
         cfg = self.cfg
         a = a.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         b = b.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
