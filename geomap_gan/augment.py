@@ -35,11 +35,22 @@ class Augment:
     blur: bool = False  # Gaussian blur, sigma up to 1.5 px (softer optics, resampling)
     noise: bool = False  # Gaussian noise, sigma up to 0.03
     jpeg: bool = False  # JPEG re-encoding at quality 30-90
+    # Share of samples that skip the scale jitter and every pixel change (the dihedral stays):
+    # with all of them on, hardly 1 sample in 200 shows the model a crisp, unaltered pair.
+    clean: float = 0.0
 
     @classmethod
     def full(cls) -> Augment:
         """Everything on: what the shipped default model trains with."""
         return cls(True, 0.2, True, True, True, True)
+
+    def plain(self) -> Augment:
+        """These augmentations less the scale jitter and the pixel changes: for a clean sample."""
+        return Augment(dihedral=self.dihedral)
+
+    def draw(self) -> Augment:
+        """The augmentations for one sample: plain() with the ``clean`` chance, else these."""
+        return self.plain() if self.clean and _chance(self.clean) else self
 
     @property
     def any_pixel(self) -> bool:

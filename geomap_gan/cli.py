@@ -211,6 +211,8 @@ def _tqdm_train_progress(quiet: bool) -> Callable[[dict[str, float]], None] | No
 @click.option("--aug-blur/--no-aug-blur", default=_TC.aug_blur, show_default=True)
 @click.option("--aug-noise/--no-aug-noise", default=_TC.aug_noise, show_default=True)
 @click.option("--aug-jpeg/--no-aug-jpeg", default=_TC.aug_jpeg, show_default=True)
+@click.option("--aug-clean", default=_TC.aug_clean, show_default=True,
+              help="Share of samples trained without scale jitter or pixel changes (0 to 1).")  # fmt: skip
 @click.option(
     "--lambda-l1", default=_TC.lambda_l1, show_default=True, help="Weight of the L1 term."
 )

@@ -157,7 +157,7 @@ class MapsDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.pairs[i]
-        aug = self.augment
+        aug = self.augment.draw() if self.train else self.augment
         if not self.train:
             x = to_model_range(x)
         elif not (aug.scale or aug.dihedral or aug.any_pixel):

@@ -42,6 +42,7 @@ class TrainConfig:
     aug_blur: bool = False
     aug_noise: bool = False
     aug_jpeg: bool = False
+    aug_clean: float = 0.0  # share of samples with no scale jitter and no pixel change
     gan_mode: GanMode = "vanilla"
     lambda_l1: float = 100.0
     lambda_shift: float = 0.0  # shift consistency: G(move(x)) = move(G(x)) for sub-stride moves
@@ -106,6 +107,10 @@ class TrainConfig:
             ),
             (self.lr > 0, f"--lr must be above 0, got {self.lr}"),
             (self.road_weight >= 0, f"--road-weight must be 0 or more, got {self.road_weight}"),
+            (
+                0 <= self.aug_clean <= 1,
+                f"--aug-clean must be 0 to 1 (a share of samples), got {self.aug_clean}",
+            ),
             (self.d_warmup >= 0, f"--d-warmup must be 0 or more, got {self.d_warmup}"),
         ):
             if not ok:
@@ -126,6 +131,7 @@ class TrainConfig:
             self.aug_blur,
             self.aug_noise,
             self.aug_jpeg,
+            self.aug_clean,
         )
 
     @property

@@ -52,3 +52,22 @@ def test_benchmark_shifts_are_fixed_and_do_something():
         assert not torch.allclose(y1.clamp(0, 1), x, atol=1e-3), shift.name
     assert haze(x, 1.0).std() < 0.05  # full haze is the airlight alone
     assert (jpeg(x, 50) - x).abs().mean() > 0
+
+
+def _unaltered(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """A pair as pix2pix would give it: the aerial still equals the map (no pixel change) and
+    holds the source's grey levels (no resizing)."""
+    levels = (a + 1) * 127.5
+    return torch.equal(a, b) and torch.allclose(levels, levels.round(), atol=1e-4)
+
+
+def test_clean_share_trains_that_share_of_samples_unaltered():
+    torch.manual_seed(2)
+    full = Augment.full()
+    kept = MapsDataset(pairs(), 48, True, augment=Augment(**{**full.__dict__, "clean": 1.0}))
+    assert all(_unaltered(*kept[i % 4]) for i in range(40))
+    half = MapsDataset(pairs(), 48, True, augment=Augment(**{**full.__dict__, "clean": 0.5}))
+    share = sum(_unaltered(*half[i % 4]) for i in range(200)) / 200
+    assert 0.4 <= share <= 0.6  # the altered draws almost never come out unaltered
+    none = MapsDataset(pairs(), 48, True, augment=full)
+    assert sum(_unaltered(*none[i % 4]) for i in range(100)) <= 5

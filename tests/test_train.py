@@ -258,6 +258,12 @@ def test_a_negative_road_weight_is_refused_before_any_data_is_read(tmp_path: Pat
         TrainConfig(data_dir=str(tmp_path / "missing"), road_weight=-1.0)
 
 
+def test_a_clean_share_outside_0_to_1_is_refused_before_any_data_is_read(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="--aug-clean must be 0 to 1"):
+        TrainConfig(data_dir=str(tmp_path / "missing"), aug_clean=1.5)
+    assert TrainConfig(data_dir=str(tmp_path / "missing"), aug_clean=0.5).augment.clean == 0.5
+
+
 def test_batchnorm_recalibration_is_the_plain_average_of_batch_statistics(
     tiny_maps: Path, tmp_path: Path
 ) -> None:
