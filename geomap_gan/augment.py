@@ -49,7 +49,8 @@ class Augment:
         return Augment(dihedral=self.dihedral)
 
     def draw(self) -> Augment:
-        """The augmentations for one sample: plain() with the ``clean`` chance, else these."""
+        """The augmentations for one sample: plain() with the ``clean`` chance, else these.
+        Without a clean share no random number is drawn, so earlier seeded runs replay exactly."""
         return self.plain() if self.clean and _chance(self.clean) else self
 
     @property

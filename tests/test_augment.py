@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
@@ -64,9 +66,9 @@ def _unaltered(a: torch.Tensor, b: torch.Tensor) -> bool:
 def test_clean_share_trains_that_share_of_samples_unaltered():
     torch.manual_seed(2)
     full = Augment.full()
-    kept = MapsDataset(pairs(), 48, True, augment=Augment(**{**full.__dict__, "clean": 1.0}))
+    kept = MapsDataset(pairs(), 48, True, augment=dataclasses.replace(full, clean=1.0))
     assert all(_unaltered(*kept[i % 4]) for i in range(40))
-    half = MapsDataset(pairs(), 48, True, augment=Augment(**{**full.__dict__, "clean": 0.5}))
+    half = MapsDataset(pairs(), 48, True, augment=dataclasses.replace(full, clean=0.5))
     share = sum(_unaltered(*half[i % 4]) for i in range(200)) / 200
     assert 0.4 <= share <= 0.6  # the altered draws almost never come out unaltered
     none = MapsDataset(pairs(), 48, True, augment=full)
