@@ -43,6 +43,7 @@ _END = object()  # end-of-stream marker in the queues
 
 
 _POLL_S = 0.1  # seconds between checks of the stop flag while a queue is full or empty
+_START_S = 1.0  # seconds a started worker thread may take to begin running
 
 
 @dataclass
@@ -61,12 +62,37 @@ class _Worker(threading.Thread):
         super().__init__(name=name, daemon=True)
         self._fn = target
         self.error: BaseException | None = None
+        self.launched = False  # start() was called (the thread may not have run yet)
+
+    def start(self) -> None:
+        self.launched = True
+        super().start()
 
     def run(self) -> None:
         try:
             self._fn()
         except BaseException as exc:  # handed to the main thread
             self.error = exc
+
+
+def _join(worker: _Worker) -> None:
+    """Wait for a worker that was started, through a second Ctrl-C or SIGTERM too.
+
+    Why: a worker still reading or writing when the interpreter exits crashes it (SIGSEGV in
+    GDAL's or torch's finalisers, seen when SIGTERM arrived while the writer thread started).
+    A worker whose start() was interrupted may not have run yet: it gets _START_S to begin.
+    """
+    deadline = time.monotonic() + _START_S
+    while worker.launched and worker.ident is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    while worker.ident is not None:
+        try:
+            worker.join()
+            return
+        except KeyboardInterrupt:  # the first interrupt is already on its way up
+            continue
+        except RuntimeError:  # started, but not yet flagged as started
+            time.sleep(0.001)
 
 
 def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
@@ -256,9 +282,9 @@ def run_tiles(
         done += len(pending)
         counter.add(len(pending))
 
-    read_thread.start()
-    write_thread.start()
     try:
+        read_thread.start()  # inside the try: a signal while the writer starts stops the reader
+        write_thread.start()
         pending: list[_Item] = []
         n_real = 0
         while True:
@@ -287,6 +313,6 @@ def run_tiles(
         # Both threads poll ``stop`` whenever a queue is full or empty, so they end within
         # _POLL_S of it whatever state the render failed in: the joins cannot hang.
         stop.set()
-        read_thread.join()
-        write_thread.join()
+        _join(read_thread)
+        _join(write_thread)
     return rendered, done - rendered

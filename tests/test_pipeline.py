@@ -66,3 +66,32 @@ def test_an_error_in_any_stage_ends_the_render_promptly(tmp_path, monkeypatch, s
     assert time.monotonic() - t0 < 5  # not a benchmark: a hang would take the 10 s join or more
     assert set(threading.enumerate()) - before == set()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif"]
+
+
+@pytest.mark.parametrize("which", [1, 2])
+def test_an_interrupt_while_the_workers_start_leaves_no_thread_running(
+    tmp_path, monkeypatch, which
+):
+    """Ctrl-C or SIGTERM (raised in the main thread) inside the reader's or the writer's start():
+    the render must still stop and wait for the reader, or the interpreter exits with a reader in
+    GDAL and crashes (SIGSEGV, seen on SIGTERM in the test of the CLI)."""
+    from geomap_gan import pipeline
+
+    src = write_geotiff(tmp_path / "in.tif", noise_rgb(700, 300))
+    model = MapModel(torch.nn.Identity(), ModelCard(name="identity", tile_size=32, gsd=2.0))
+    real_start = pipeline._Worker.start
+    starts = {"n": 0}
+
+    def start_then_interrupt(self: threading.Thread) -> None:
+        real_start(self)
+        starts["n"] += 1
+        if starts["n"] == which:  # as a signal handled while start() waits for the thread
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline._Worker, "start", start_then_interrupt)
+    before = set(threading.enumerate())
+    options = RenderOptions(overlap=8, batch_size=2, device="cpu", compile=False)
+    with pytest.raises(KeyboardInterrupt):
+        render(src, tmp_path / "out.tif", model, options, engine=EngineSettings(prefetch=1))
+    assert set(threading.enumerate()) - before == set()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif"]
