@@ -230,6 +230,11 @@ def _tqdm_train_progress(quiet: bool) -> Callable[[dict[str, float]], None] | No
     help="Updates at the start of the run that train the discriminator only (G frozen): with "
     "--init-from, a fresh D learns before its gradients reach the warm-started G.",
 )  # fmt: skip
+@click.option(
+    "--ema-decay", default=_TC.ema_decay, show_default=True,
+    help="Validate and export an exponential moving average of G's weights, updated after each "
+    "G update with this decay (0: off, the last weights; 0.999 averages about 1000 updates).",
+)  # fmt: skip
 @click.option("--lr", default=_TC.lr, show_default=True)
 @click.option("--beta1", default=_TC.beta1, show_default=True)
 @click.option("--epochs", default=_TC.epochs, show_default=True, help="Epochs at constant LR.")

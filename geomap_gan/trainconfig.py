@@ -48,6 +48,7 @@ class TrainConfig:
     lambda_shift: float = 0.0  # shift consistency: G(move(x)) = move(G(x)) for sub-stride moves
     road_weight: float = 0.0  # extra L1 weight on the real map's road pixels (train.map_l1_loss)
     d_warmup: int = 0  # first updates of a run that train D only (G frozen): for a warm start
+    ema_decay: float = 0.0  # G's exponential moving average per update (0: off; e.g. 0.999)
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
@@ -112,6 +113,10 @@ class TrainConfig:
                 f"--aug-clean must be 0 to 1 (a share of samples), got {self.aug_clean}",
             ),
             (self.d_warmup >= 0, f"--d-warmup must be 0 or more, got {self.d_warmup}"),
+            (
+                0 <= self.ema_decay < 1,
+                f"--ema-decay must be 0 (off) or above 0 and below 1, got {self.ema_decay}",
+            ),
         ):
             if not ok:
                 raise InputError(problem)

@@ -147,6 +147,48 @@ def test_d_warmup_trains_only_the_discriminator_for_its_updates(
     assert not all(torch.equal(v, g4[k]) for k, v in g0.items())
 
 
+def test_ema_averages_g_after_each_g_update_and_is_what_ships(
+    tiny_maps: Path, tmp_path: Path
+) -> None:
+    """--ema-decay 0.5: the average stays put during the D warm-up, moves half-way to G's new
+    weights at each G update, is the generator the export writes, and resumes exactly."""
+    cfg = tiny_cfg(tiny_maps, tmp_path, val_every=0, samples=0, ema_decay=0.5, d_warmup=1)
+    trainer = seeded(cfg)
+    assert trainer.G_ema is not None
+    start = {k: v.clone() for k, v in trainer.G_ema.state_dict().items()}
+    a, b = next(iter(trainer._loader()))
+    trainer.train_step(a, b)  # the warm-up update: G and its average unchanged
+    assert all(torch.equal(v, trainer.G_ema.state_dict()[k]) for k, v in start.items())
+    trainer.train_step(a, b)
+    g = trainer.G.state_dict()
+    for name, avg in trainer.G_ema.named_parameters():
+        assert not torch.equal(avg, g[name])  # neither the old weights nor the new ones
+        torch.testing.assert_close(avg, 0.5 * start[name] + 0.5 * g[name], rtol=0, atol=1e-7)
+
+    run = dict(val_every=0, samples=0, ema_decay=0.5, lr=0.02)  # a rate that moves G visibly
+    trainer = seeded(tiny_cfg(tiny_maps, tmp_path / "run", **run))
+    trainer.fit()
+    model = load_model(tmp_path / "run" / "model.safetensors")
+    avg_state, g_state = trainer.G_ema.state_dict(), trainer.G.state_dict()
+    for name, w in model.generator.state_dict().items():
+        torch.testing.assert_close(w.float(), avg_state[name].float(), rtol=1e-3, atol=1e-4)
+    assert any(
+        not torch.allclose(avg_state[k].float(), g_state[k].float(), atol=1e-2)
+        for k in avg_state
+        if k.endswith("weight")
+    )
+    resumed = seeded(tiny_cfg(tiny_maps, tmp_path / "run", **run))
+    resumed.load_checkpoint()
+    assert resumed.G_ema is not None
+    for k, v in resumed.G_ema.state_dict().items():
+        assert torch.equal(v, avg_state[k]), k
+
+
+def test_an_ema_decay_outside_0_to_1_is_refused_before_any_data_is_read(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="--ema-decay"):
+        TrainConfig(data_dir=str(tmp_path / "missing"), ema_decay=1.0)
+
+
 def test_resume_after_a_kill_logs_each_epoch_once(tiny_maps: Path, tmp_path: Path) -> None:
     """A SIGKILL between logging an epoch and checkpointing it: the resumed run reruns that
     epoch and log.csv still has one row per epoch (issue 14, item 25)."""
