@@ -339,8 +339,8 @@ class Trainer:
         g, decay = _unwrap(self.G), self.cfg.ema_decay
         for avg, p in zip(self.G_ema.parameters(), g.parameters(), strict=True):
             avg.lerp_(p.detach(), 1.0 - decay)
-        for avg, b in zip(self.G_ema.buffers(), g.buffers(), strict=True):
-            avg.copy_(b)
+        for buf, b in zip(self.G_ema.buffers(), g.buffers(), strict=True):
+            buf.copy_(b)
 
     # ---- one update --------------------------------------------------------------------------
     def train_step(self, a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
