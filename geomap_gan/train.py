@@ -332,8 +332,9 @@ class Trainer:
         """Move the average a step towards G's new weights.
 
         Why: a GAN generator's weights wander with the discriminator from update to update; their
-        running average is a smoother, usually better generator (Yazici et al. 2019), at the cost
-        of one lerp per tensor. Buffers (BatchNorm statistics) are copied, then recalibrated for
+        running average is a smoother, usually better generator (Yazici et al. 2019; neutral on
+        a 450-update restart from v9: README, the v14 candidate), at the cost of one lerp per
+        tensor. Buffers (BatchNorm statistics) are copied, then recalibrated for
         the average before it is validated or exported."""
         assert self.G_ema is not None
         g, decay = _unwrap(self.G), self.cfg.ema_decay
