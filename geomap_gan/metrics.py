@@ -128,12 +128,15 @@ def save_sample_grid(
     device: str | torch.device = "cpu",
     amp: bool = True,
 ) -> Path:
-    """Write a PNG of (N, 2, H, W, 3) uint8 pairs as rows of input | generated (eval mode) | real."""
+    """Write a PNG of (N, 2, H, W, 3) uint8 pairs as rows of input | generated (eval mode) | real.
+    The generator's train/eval mode is restored afterwards, as in :func:`evaluate_arrays`."""
     from PIL import Image
 
     src, dst = _sides(direction)
+    was_training = generator.training
     generator.eval()
     fakes = generate_uint8(generator, pairs[:, src], torch.device(device), amp)
+    generator.train(was_training)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(sample_grid(pairs[:, src], fakes, pairs[:, dst])).save(path, format="PNG")

@@ -516,11 +516,8 @@ class Trainer:
         if self.val_pairs is None or self.cfg.samples <= 0:
             return None
         path = self.out / "samples" / f"epoch_{self.epoch:03d}.png"
-        g = self.shipped_g
         pairs = self.val_pairs[: self.cfg.samples]
-        save_sample_grid(g, pairs, path, self.cfg.direction, self.device, self.cfg.amp)
-        if self.G_ema is None:  # the average stays in eval mode
-            g.train()
+        save_sample_grid(self.shipped_g, pairs, path, self.cfg.direction, self.device, self.cfg.amp)
         return path
 
     def export(self, metrics: dict[str, float]) -> Path:
