@@ -44,6 +44,7 @@ class TrainConfig:
     aug_jpeg: bool = False
     aug_clean: float = 0.0  # share of samples with no scale jitter and no pixel change
     gan_mode: GanMode = "vanilla"
+    lambda_gan: float = 1.0  # adversarial term; 0: L1 (and shift) only, D not run (3x cheaper)
     lambda_l1: float = 100.0
     lambda_shift: float = 0.0  # shift consistency: G(move(x)) = move(G(x)) for sub-stride moves
     road_weight: float = 0.0  # extra L1 weight on the real map's road pixels (train.map_l1_loss)
@@ -113,6 +114,12 @@ class TrainConfig:
                 f"--aug-clean must be 0 to 1 (a share of samples), got {self.aug_clean}",
             ),
             (self.d_warmup >= 0, f"--d-warmup must be 0 or more, got {self.d_warmup}"),
+            (self.lambda_gan >= 0, f"--lambda-gan must be 0 or more, got {self.lambda_gan}"),
+            (
+                self.lambda_gan > 0 or self.d_warmup == 0,
+                "--d-warmup trains the discriminator alone, which --lambda-gan 0 turns off; "
+                "pass --d-warmup 0 or a --lambda-gan above 0",
+            ),
             (
                 0 <= self.ema_decay < 1,
                 f"--ema-decay must be 0 (off) or above 0 and below 1, got {self.ema_decay}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import os
 import subprocess
@@ -187,6 +188,46 @@ def test_ema_averages_g_after_each_g_update_and_is_what_ships(
 def test_an_ema_decay_outside_0_to_1_is_refused_before_any_data_is_read(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="--ema-decay"):
         TrainConfig(data_dir=str(tmp_path / "missing"), ema_decay=1.0)
+
+
+@pytest.mark.parametrize("lambda_gan", [0.0, 1.0])
+def test_lambda_gan_0_trains_g_on_l1_alone_and_leaves_d_untouched(
+    tiny_maps: Path, tmp_path: Path, lambda_gan: float
+) -> None:
+    """--lambda-gan 0: G's gradient is exactly that of lambda_l1 x the (road-weighted) L1 of its
+    map, D is neither run nor updated (weights and BatchNorm statistics bit for bit) and its
+    losses log as nan; with the adversarial term on, both differ (the check can fail)."""
+    cfg = tiny_cfg(
+        tiny_maps, tmp_path, val_every=0, samples=0, lambda_gan=lambda_gan, road_weight=2
+    )
+    trainer = seeded(cfg)
+    a, b = next(iter(trainer._loader()))
+    g_copy = copy.deepcopy(trainer.G)
+    d0 = {k: v.clone() for k, v in trainer.D.state_dict().items()}
+    torch.manual_seed(7)  # the same dropout draws in both forward passes
+    logged = trainer.train_step(a, b)
+
+    torch.manual_seed(7)
+    expected = cfg.lambda_l1 * map_l1_loss(g_copy(a), b, cfg.road_weight)
+    expected.backward()
+    grads = [
+        (p.grad, q.grad) for p, q in zip(trainer.G.parameters(), g_copy.parameters(), strict=True)
+    ]
+    d_same = all(torch.equal(v, trainer.D.state_dict()[k]) for k, v in d0.items())
+    if lambda_gan == 0:
+        for got, want in grads:
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+        assert d_same and np.isnan([logged["D_real"], logged["D_fake"], logged["G_GAN"]]).all()
+    else:
+        assert not all(torch.allclose(got, want, rtol=1e-4, atol=1e-6) for got, want in grads)
+        assert not d_same and np.isfinite([logged["D_real"], logged["D_fake"]]).all()
+
+
+def test_lambda_gan_0_with_a_d_warmup_or_a_negative_weight_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="--d-warmup 0 or a --lambda-gan above 0"):
+        TrainConfig(data_dir=str(tmp_path / "missing"), lambda_gan=0, d_warmup=10)
+    with pytest.raises(InputError, match="--lambda-gan must be 0 or more"):
+        TrainConfig(data_dir=str(tmp_path / "missing"), lambda_gan=-1)
 
 
 def test_resume_after_a_kill_logs_each_epoch_once(tiny_maps: Path, tmp_path: Path) -> None:
