@@ -352,7 +352,8 @@ class Trainer:
         and logged): a warm-started G otherwise meets a discriminator from scratch, whose first
         gradients are uninformed (on v6 it did not prevent the val drop after a rate restart:
         README, the v8 candidate). With ``lambda_gan`` 0 the discriminator is neither run nor
-        updated (its losses log as nan), which makes an update about 3x cheaper."""
+        updated (its losses log as nan): an update costs a quarter on a CPU, but the classes
+        scored worse from v9 (README, the v15 candidates)."""
         cfg = self.cfg
         a = a.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         b = b.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)

@@ -44,7 +44,7 @@ class TrainConfig:
     aug_jpeg: bool = False
     aug_clean: float = 0.0  # share of samples with no scale jitter and no pixel change
     gan_mode: GanMode = "vanilla"
-    lambda_gan: float = 1.0  # adversarial term; 0: L1 (and shift) only, D not run (3x cheaper)
+    lambda_gan: float = 1.0  # adversarial term; 0: L1 (and shift) only, D not run (4x cheaper)
     lambda_l1: float = 100.0
     lambda_shift: float = 0.0  # shift consistency: G(move(x)) = move(G(x)) for sub-stride moves
     road_weight: float = 0.0  # extra L1 weight on the real map's road pixels (train.map_l1_loss)
