@@ -27,7 +27,7 @@ from _machine import describe  # noqa: E402
 from geomap_gan.data import load_split  # noqa: E402
 from geomap_gan.metrics import CLASSES, MetricAccumulator  # noqa: E402
 from geomap_gan.modelfile import default_model_path, load_model  # noqa: E402
-from geomap_gan.nets import from_model_range, to_model_range  # noqa: E402
+from geomap_gan.nets import to_model_range, to_uint8  # noqa: E402
 from geomap_gan.trainconfig import MAPS_ORIGINAL_GSD, MAPS_ORIGINAL_SIZE  # noqa: E402
 
 VAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "maps256"
@@ -47,7 +47,7 @@ def score(generator: torch.nn.Module, pairs: np.ndarray, size: int) -> dict[str,
         y = generator(x).float().clamp(-1, 1)
         if size != TILE:
             y = F.interpolate(y, size=(TILE, TILE), mode="bilinear", antialias=True)
-        fake = from_model_range(y).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        fake = to_uint8(y).permute(0, 2, 3, 1).numpy()
         acc.update(fake, batch[:, 1])
     return acc.result()
 

@@ -8,6 +8,8 @@ colour (Google Maps style of the pix2pix dataset) and IoU is accumulated per cla
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,6 +97,18 @@ class MetricAccumulator:
         }
 
 
+@contextmanager
+def eval_mode(generator: torch.nn.Module) -> Iterator[None]:
+    """The generator in eval mode (BatchNorm running statistics, no dropout) for the block, then
+    back in the train/eval mode it had: a trainer calls these mid-run."""
+    was_training = generator.training
+    generator.eval()
+    try:
+        yield
+    finally:
+        generator.train(was_training)
+
+
 @torch.no_grad()
 def generate_uint8(
     generator: torch.nn.Module, images: np.ndarray, device: torch.device, amp: bool
@@ -128,15 +142,12 @@ def save_sample_grid(
     device: str | torch.device = "cpu",
     amp: bool = True,
 ) -> Path:
-    """Write a PNG of (N, 2, H, W, 3) uint8 pairs as rows of input | generated (eval mode) | real.
-    The generator's train/eval mode is restored afterwards, as in :func:`evaluate_arrays`."""
+    """Write a PNG of (N, 2, H, W, 3) uint8 pairs as rows of input | generated (eval mode) | real."""
     from PIL import Image
 
     src, dst = _sides(direction)
-    was_training = generator.training
-    generator.eval()
-    fakes = generate_uint8(generator, pairs[:, src], torch.device(device), amp)
-    generator.train(was_training)
+    with eval_mode(generator):
+        fakes = generate_uint8(generator, pairs[:, src], torch.device(device), amp)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(sample_grid(pairs[:, src], fakes, pairs[:, dst])).save(path, format="PNG")
@@ -153,14 +164,12 @@ def evaluate_arrays(
 ) -> dict[str, float]:
     """Metrics of a generator (switched to eval mode) on (N, 2, H, W, 3) uint8 pairs."""
     device = torch.device(device)
-    was_training = generator.training
-    generator.eval()
     src, dst = _sides(direction)
     acc = MetricAccumulator()
-    for start in range(0, len(pairs), batch_size):
-        batch = pairs[start : start + batch_size]
-        acc.update(generate_uint8(generator, batch[:, src], device, amp), batch[:, dst])
-    generator.train(was_training)
+    with eval_mode(generator):
+        for start in range(0, len(pairs), batch_size):
+            batch = pairs[start : start + batch_size]
+            acc.update(generate_uint8(generator, batch[:, src], device, amp), batch[:, dst])
     return acc.result()
 
 

@@ -357,17 +357,17 @@ class Trainer:
         cfg = self.cfg
         a = a.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         b = b.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        train_g = self.step >= cfg.d_warmup
+        train_g, adversarial = self.step >= cfg.d_warmup, cfg.lambda_gan > 0
         with autocast(self.device, cfg.amp), torch.set_grad_enabled(train_g):
             fake = self.G(a)
         nan = float("nan")
-        d_real, d_fake = self._d_step(a, b, fake.detach()) if cfg.lambda_gan > 0 else (nan, nan)
+        d_real, d_fake = self._d_step(a, b, fake.detach()) if adversarial else (nan, nan)
 
         d_plain = _unwrap(self.D)  # G's step must not touch D's DDP reducer or D's grads
         d_plain.requires_grad_(False)
         with autocast(self.device, cfg.amp), torch.set_grad_enabled(train_g):
             loss_g_gan = torch.zeros((), device=self.device)
-            if cfg.lambda_gan > 0:
+            if adversarial:
                 pred = d_plain(torch.cat([a, fake], 1))
                 loss_g_gan = gan_loss(pred, True, cfg.gan_mode, False)
             loss_g_l1 = map_l1_loss(fake, b, cfg.road_weight)
@@ -386,7 +386,7 @@ class Trainer:
         d_plain.requires_grad_(True)
         self.step += 1
         return {
-            "G_GAN": loss_g_gan.item() if cfg.lambda_gan > 0 else nan,
+            "G_GAN": loss_g_gan.item() if adversarial else nan,
             "G_L1": loss_g_l1.item(),
             "G_shift": loss_shift.item(),
             "D_real": d_real,
