@@ -37,6 +37,12 @@ def class_masks(rgb: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
+def class_counts(fake: np.ndarray, real: np.ndarray) -> dict[str, tuple[int, int]]:
+    """Per class, (intersection, union) pixel counts of the colour-rule masks of uint8 RGB maps."""
+    fm, rm = class_masks(fake), class_masks(real)
+    return {c: (int((fm[c] & rm[c]).sum()), int((fm[c] | rm[c]).sum())) for c in CLASSES}
+
+
 def ssim_batch(fake: np.ndarray, real: np.ndarray) -> np.ndarray:
     """Per-image SSIM (Gaussian window 11, sigma 1.5, channel mean) of (N, H, W, 3) uint8 batches."""
     from pytorch_msssim import ssim
@@ -75,10 +81,9 @@ class MetricAccumulator:
         for m in mse:
             self.psnrs.append(PSNR_CAP if m == 0 else min(PSNR_CAP, 10 * math.log10(255**2 / m)))
         self.ssims.extend(ssim_batch(fake, real).tolist())
-        fm, rm = class_masks(fake), class_masks(real)
-        for c in CLASSES:
-            self.inter[c] += int((fm[c] & rm[c]).sum())
-            self.union[c] += int((fm[c] | rm[c]).sum())
+        for c, (inter, union) in class_counts(fake, real).items():
+            self.inter[c] += inter
+            self.union[c] += union
 
     def result(self) -> dict[str, float]:
         """The metrics so far; IoU of a class absent from both sides counts as 0."""
