@@ -78,7 +78,7 @@ def refine(args: argparse.Namespace) -> None:
         z = pre_tanh(g, crops[:, src])
         gain, score = fit_output_gain(z, crops[:, dst])
         fold_output_gain(g, gain)
-        print(f"output gain {[round(v, 3) for v in gain.tolist()]}: train mIoU {score:.4f}")
+        print(f"output gain {gain}: train mIoU {score:.4f}")
     history.append(" ".join(["python", *map(shlex.quote, sys.argv)]))
     card = dataclasses.replace(
         card,
