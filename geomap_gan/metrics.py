@@ -128,7 +128,7 @@ def generate_uint8(
     return to_uint8(y).permute(0, 2, 3, 1).cpu().numpy()
 
 
-def _sides(direction: str) -> tuple[int, int]:
+def pair_sides(direction: str) -> tuple[int, int]:
     """Indexes of the (input, target) halves in a pair array for a direction."""
     return (0, 1) if direction == "AtoB" else (1, 0)
 
@@ -150,7 +150,7 @@ def save_sample_grid(
     """Write a PNG of (N, 2, H, W, 3) uint8 pairs as rows of input | generated (eval mode) | real."""
     from PIL import Image
 
-    src, dst = _sides(direction)
+    src, dst = pair_sides(direction)
     with eval_mode(generator):
         fakes = generate_uint8(generator, pairs[:, src], torch.device(device), amp)
     path = Path(path)
@@ -169,7 +169,7 @@ def evaluate_arrays(
 ) -> dict[str, float]:
     """Metrics of a generator (switched to eval mode) on (N, 2, H, W, 3) uint8 pairs."""
     device = torch.device(device)
-    src, dst = _sides(direction)
+    src, dst = pair_sides(direction)
     acc = MetricAccumulator()
     with eval_mode(generator):
         for start in range(0, len(pairs), batch_size):

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .metrics import CLASSES, class_counts
+from .metrics import CLASSES, class_counts, eval_mode
 from .nets import UnetGenerator, to_model_range, to_uint8
 
 GAINS = (1.0, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3)
@@ -64,15 +64,13 @@ def pre_tanh(g: UnetGenerator, images: np.ndarray, batch_size: int = 16) -> torc
     an (N, 3, H, W) float32 tensor, so gains can be tried without running the network again."""
     captured: list[torch.Tensor] = []
     hook = _last_conv(g).register_forward_hook(lambda _m, _i, out: captured.append(out.float()))
-    was_training = g.training
-    g.eval()
     try:
-        for start in range(0, len(images), batch_size):
-            x = to_model_range(torch.from_numpy(images[start : start + batch_size]))
-            g(x.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last))
+        with eval_mode(g):
+            for start in range(0, len(images), batch_size):
+                x = to_model_range(torch.from_numpy(images[start : start + batch_size]))
+                g(x.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last))
     finally:
         hook.remove()
-        g.train(was_training)
     return torch.cat(captured).contiguous()
 
 

@@ -19,6 +19,7 @@ import torch
 from geomap_gan import files
 from geomap_gan.data import load_split
 from geomap_gan.errors import GeomapGanError
+from geomap_gan.metrics import pair_sides
 from geomap_gan.modelfile import MapModel, load_model, save_model
 from geomap_gan.refine import average_generators, fit_output_gain, fold_output_gain, pre_tanh
 from geomap_gan.train import git_commit, recalibrate_batchnorm
@@ -56,17 +57,17 @@ def refine(args: argparse.Namespace) -> None:
 
     model = load_model(args.model)
     g, card = model.generator, model.card
+    history = [card.command]
+    other = load_model(args.average) if args.average else None
+    fields = ("arch", "ngf", "num_downs", "antialias", "norm", "tile_size", "direction")
+    if other and any(getattr(other.card, f) != getattr(card, f) for f in fields):
+        raise GeomapGanError(f"{args.average} is not the architecture of {args.model}")
     pairs, _ = load_split(args.data, "train", args.load_size, limit=args.pairs)
     off = (args.load_size - card.tile_size) // 2
     crops = pairs[:, :, off : off + card.tile_size, off : off + card.tile_size]
-    src, dst = (0, 1) if card.direction == "AtoB" else (1, 0)
-    history = [card.command]
-    if args.average:
-        other = load_model(args.average)
+    src, dst = pair_sides(card.direction)
+    if other:
         history.append(other.card.command)
-        fields = ("arch", "ngf", "num_downs", "antialias", "norm", "tile_size", "direction")
-        if any(getattr(other.card, f) != getattr(card, f) for f in fields):
-            raise GeomapGanError(f"{args.average} is not the architecture of {args.model}")
         g = average_generators(g, other.generator, args.weight)
         cfg = TrainConfig(
             data_dir=args.data, batch_size=16, crop_size=card.tile_size, num_downs=card.num_downs,
