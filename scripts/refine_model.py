@@ -1,9 +1,12 @@
 """Refine a trained model on training pairs (see geomap_gan/refine.py): average it with a second
-run's model, re-estimate BatchNorm statistics, and fit the output gain. Val is never read; score
-the result with `geomap-gan evaluate` and ship it with scripts/ship_model.py.
+run's model, re-estimate BatchNorm statistics, refit the outermost decoder levels (--fit-head),
+and fit the output gain, in that order. Val is never read; score the result with
+`geomap-gan evaluate` and ship it with scripts/ship_model.py.
 
     python scripts/refine_model.py geomap_gan/models/default.safetensors runs/refined.safetensors \
         --average runs/v15c/model.safetensors --weight 0.3 --fit-gain --data ../shared/data/maps286
+    python scripts/refine_model.py geomap_gan/models/default.safetensors runs/head.safetensors \
+        --fit-head --data ../shared/data/maps286
 """
 
 from __future__ import annotations
@@ -21,7 +24,14 @@ from geomap_gan.data import load_split
 from geomap_gan.errors import GeomapGanError
 from geomap_gan.metrics import pair_sides
 from geomap_gan.modelfile import MapModel, load_model, save_model
-from geomap_gan.refine import average_generators, fit_output_gain, fold_output_gain, pre_tanh
+from geomap_gan.refine import (
+    HeadFit,
+    average_generators,
+    fit_decoder_head,
+    fit_output_gain,
+    fold_output_gain,
+    pre_tanh,
+)
 from geomap_gan.train import git_commit, recalibrate_batchnorm
 from geomap_gan.trainconfig import TrainConfig
 
@@ -40,8 +50,11 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--data", required=True, help="dataset folder whose train split is used")
     ap.add_argument("--average", metavar="MODEL", help="a second run's model of the same card")
     ap.add_argument("--weight", type=float, default=0.5, help="the second model's share (0..1)")
+    ap.add_argument("--fit-head", action="store_true", help="refit the outer decoder levels")
+    ap.add_argument("--head-epochs", type=int, default=HeadFit.epochs, help="of --fit-head")
+    ap.add_argument("--seed", type=int, default=HeadFit.seed, help="of --fit-head's samples")
     ap.add_argument("--fit-gain", action="store_true", help="fit and fold the output gain")
-    ap.add_argument("--pairs", type=int, default=400, help="training pairs used (the first N)")
+    ap.add_argument("--pairs", type=int, default=400, help="training pairs for BatchNorm and gain")
     ap.add_argument("--load-size", type=int, default=286, help="the pairs' side, centre-cropped")
     ap.add_argument("--name", help="the refined model's name in its card")
     ap.add_argument("--overwrite", action="store_true")
@@ -52,7 +65,8 @@ def parse_args() -> argparse.Namespace:
 
 
 def refine(args: argparse.Namespace) -> None:
-    """Average, re-estimate BatchNorm, fit the gain, as asked; write the model with its card."""
+    """Average, re-estimate BatchNorm, refit the head, fit the gain, as asked; write the model
+    with its card."""
     out = files.check_output(args.out, args.overwrite, [args.model, args.average or args.model])
 
     model = load_model(args.model)
@@ -62,9 +76,11 @@ def refine(args: argparse.Namespace) -> None:
     fields = ("arch", "ngf", "num_downs", "antialias", "norm", "tile_size", "direction")
     if other and any(getattr(other.card, f) != getattr(card, f) for f in fields):
         raise GeomapGanError(f"{args.average} is not the architecture of {args.model}")
-    pairs, _ = load_split(args.data, "train", args.load_size, limit=args.pairs)
+    pairs, _ = load_split(
+        args.data, "train", args.load_size, limit=None if args.fit_head else args.pairs
+    )
     off = (args.load_size - card.tile_size) // 2
-    crops = pairs[:, :, off : off + card.tile_size, off : off + card.tile_size]
+    crops = pairs[: args.pairs, :, off : off + card.tile_size, off : off + card.tile_size]
     src, dst = pair_sides(card.direction)
     if other:
         history.append(other.card.command)
@@ -73,8 +89,12 @@ def refine(args: argparse.Namespace) -> None:
             data_dir=args.data, batch_size=16, crop_size=card.tile_size, num_downs=card.num_downs,
             load_size=args.load_size, direction=card.direction, amp=False,  # type: ignore[arg-type]
         )  # fmt: skip
-        recalibrate_batchnorm(g, pairs, cfg, torch.device("cpu"))
+        recalibrate_batchnorm(g, pairs[: args.pairs], cfg, torch.device("cpu"))
         print(f"averaged with {args.average} (weight {args.weight}); BatchNorm re-estimated")
+    if args.fit_head:
+        head = HeadFit(epochs=args.head_epochs, seed=args.seed)
+        epoch, score = fit_decoder_head(g, pairs, card.tile_size, card.direction, head)
+        print(f"decoder head refitted: epoch {epoch} kept, held-out train mIoU {score:.4f}")
     if args.fit_gain:
         z = pre_tanh(g, crops[:, src])
         gain, score = fit_output_gain(z, crops[:, dst])
