@@ -165,9 +165,9 @@ class DecoderHead(nn.Module):
         return self.ups[0](torch.relu(s))
 
     @torch.no_grad()
-    def capture(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def capture(self, x: torch.Tensor, dtype: torch.dtype = torch.float16) -> list[torch.Tensor]:
         """Run the whole generator (eval mode) on model-range inputs and return the head's
-        features, as fp16 to halve the cache."""
+        features, as fp16 by default to halve the cache."""
         out: dict[int, torch.Tensor] = {}
         last = len(self.blocks) - 1
         hooks = [
@@ -182,7 +182,7 @@ class DecoderHead(nn.Module):
         finally:
             for h in hooks:
                 h.remove()
-        return [out[k].half().contiguous() for k in range(1, last + 1)]
+        return [out[k].to(dtype).contiguous() for k in range(1, last + 1)]
 
 
 def soft_class_masks(rgb: torch.Tensor, tau: float) -> dict[str, torch.Tensor]:

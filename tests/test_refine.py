@@ -13,15 +13,19 @@ import torch
 from PIL import Image
 
 from geomap_gan.data import load_split
-from geomap_gan.metrics import MetricAccumulator
+from geomap_gan.metrics import CLASSES, MetricAccumulator, class_masks
 from geomap_gan.modelfile import MapModel, ModelCard, build_generator, load_model, save_model
 from geomap_gan.nets import UnetGenerator, init_weights, to_model_range, to_uint8
 from geomap_gan.refine import (
+    DecoderHead,
+    HeadFit,
     average_generators,
+    fit_decoder_head,
     fit_output_gain,
     fold_output_gain,
     gain_miou,
     pre_tanh,
+    soft_class_masks,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,3 +147,51 @@ def test_refine_script_writes_a_loadable_model_and_keeps_existing_files(tmp_path
     mixed = _script(files[0], tmp_path / "x.safetensors", "--average", wrong, *common)
     assert mixed.returncode != 0 and "not the architecture" in mixed.stderr
     assert "Traceback" not in mixed.stderr and not (tmp_path / "x.safetensors").exists()
+
+
+def test_soft_class_masks_are_the_colour_rules_as_tau_shrinks() -> None:
+    real = load_split(ROOT.parent / "shared" / "data" / "maps256", "val", 256, limit=4)[0][:, 1]
+    rng = np.random.default_rng(3)
+    rgb = np.concatenate([real.reshape(-1, 3), rng.integers(0, 256, (20000, 3), dtype=np.uint8)])
+    hard = class_masks(rgb)
+    soft = soft_class_masks(torch.from_numpy(rgb.T.astype(np.float32))[None, :, :, None], 0.05)
+    for c in CLASSES:
+        np.testing.assert_array_equal((soft[c][0, :, 0] > 0.5).numpy(), hard[c])
+        assert hard[c].any() and not hard[c].all()  # each rule both holds and fails here
+
+
+@pytest.mark.parametrize("depth", [1, 2, 4])
+def test_decoder_head_runs_the_generator_from_its_features(depth: int) -> None:
+    g = _generator(2)
+    x = to_model_range(torch.from_numpy(np.random.default_rng(4).integers(0, 256, (2, 3, 64, 64))))
+    head = DecoderHead(g, depth)
+    expected = pre_tanh(g, x.add(1).mul(127.5).round().permute(0, 2, 3, 1).byte().numpy())
+    with torch.no_grad():
+        features = head.capture(x, torch.float32)
+        z = head(*features)
+    assert len(features) == depth and z.abs().max() > 0.1
+    torch.testing.assert_close(z, expected, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="outside"):
+        DecoderHead(g, 5)
+
+
+def test_fit_decoder_head_repairs_a_dimmed_model_and_touches_nothing_else() -> None:
+    pairs, _ = load_split(ROOT.parent / "shared" / "data" / "maps286", "train", 286, limit=40)
+    g = load_model(ROOT / "geomap_gan" / "models" / "default.safetensors").generator
+    off = (286 - 256) // 2
+    held = pairs[::5, :, off : off + 256, off : off + 256]  # what fit_decoder_head holds out
+    intact = gain_miou(pre_tanh(g, held[:, 0]), held[:, 1], 1.0)
+    with torch.no_grad():
+        g.model.model[3].bias.sub_(0.8)  # type: ignore[index,union-attr]  # a darker map
+    frozen = {k: v.clone() for k, v in g.state_dict().items() if not k.startswith("model.model.3")}
+    rng, flags = torch.get_rng_state(), [p.requires_grad for p in g.parameters()]
+    cfg = HeadFit(depth=1, epochs=3, lr=0.02, draws=1, batch_size=4)
+    logged: list[str] = []
+    epoch, score = fit_decoder_head(g, pairs, 256, cfg=cfg, log=logged.append)
+    before = float(logged[0].rsplit(" ", 1)[1])
+    assert intact - before > 0.05 and epoch > 0, (intact, before, score)  # a real damage
+    assert score - before > 0.5 * (intact - before), (intact, before, score)
+    assert all(torch.equal(v, g.state_dict()[k]) for k, v in frozen.items())
+    assert [p.requires_grad for p in g.parameters()] == flags
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert gain_miou(pre_tanh(g, held[:, 0]), held[:, 1], 1.0) == pytest.approx(score, abs=0.01)
