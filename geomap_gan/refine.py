@@ -266,8 +266,10 @@ def fit_decoder_head(
     on every ``holdout_every``-th pair (centre crops, not fitted). Returns (that epoch, its
     mIoU); epoch 0 is the input model. The global RNG state is restored afterwards.
 
-    Why: pix2pix's adversarial term and L1 do not aim at the colour rules the map is scored by;
-    a few CPU minutes on the head, with an IoU term, buy what another training run would.
+    Why: pix2pix's adversarial term and L1 do not aim at the colour rules the map is scored by,
+    and a head fit costs CPU minutes where a training run costs hours. It has no shift term:
+    measure ``benchmarks/render_consistency.py`` on the result (the v18 candidate gained val
+    mIoU and lost consistency across stride phases).
     """
     head = DecoderHead(g, cfg.depth)
     idx = np.arange(len(pairs))
