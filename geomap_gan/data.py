@@ -85,6 +85,13 @@ def load_pair(path: Path, size: int) -> np.ndarray:
     return out
 
 
+def centre_crop(pairs: np.ndarray, size: int) -> np.ndarray:
+    """The central ``size`` x ``size`` px of (N, 2, H, W, 3) pairs (a view): the fixed crop that
+    BatchNorm re-estimation, gain fits and held-out scores use, so they draw no random numbers."""
+    off = (pairs.shape[2] - size) // 2
+    return pairs[:, :, off : off + size, off : off + size]
+
+
 def load_split(
     root: str | Path, split: str, size: int, strict: bool = False, limit: int | None = None
 ) -> tuple[np.ndarray, LoadReport]:

@@ -32,9 +32,9 @@ import torch
 from torch import nn
 
 from .augment import Augment
-from .data import Direction, MapsDataset
+from .data import Direction, MapsDataset, centre_crop
 from .metrics import CLASS_RULES, CLASSES, class_counts, class_masks, eval_mode
-from .nets import UnetGenerator, UnetSkipBlock, to_model_range, to_uint8
+from .nets import UnetGenerator, UnetSkipBlock, from_model_range, to_model_range, to_uint8
 from .train import map_l1_loss
 
 GAINS = (1.0, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3)
@@ -155,9 +155,8 @@ class DecoderHead(nn.Module):
     def __init__(self, g: UnetGenerator, depth: int) -> None:
         super().__init__()
         self.blocks = decoder_blocks(g, depth)
-        outer = self.blocks[0].model
         self.ups = nn.ModuleList(
-            [outer[3]] + [nn.Sequential(b.model[5], b.model[6]) for b in self.blocks[1:-1]]
+            [_last_conv(g)] + [nn.Sequential(b.model[5], b.model[6]) for b in self.blocks[1:-1]]
         )
 
     def forward(self, *features: torch.Tensor) -> torch.Tensor:
@@ -210,13 +209,13 @@ def head_loss(fake: torch.Tensor, real: torch.Tensor, cfg: HeadFit) -> torch.Ten
     brightens it towards the road white (a first head fit without it moved the median background
     from 233/230/223 to 242/239/234 and val acc10 from 0.52 to 0.41).
     """
-    y = real.float() / 127.5 - 1
+    y = to_model_range(real)
     loss = map_l1_loss(fake, y, cfg.road_weight)
     hard = {
         k: torch.from_numpy(v) for k, v in class_masks(real.permute(0, 2, 3, 1).numpy()).items()
     }
     if cfg.lambda_iou:
-        soft = soft_class_masks((fake.float() + 1) * 127.5, cfg.tau)
+        soft = soft_class_masks(from_model_range(fake), cfg.tau)
         ious = []
         for c in CLASSES:
             t = hard[c].float()
@@ -239,7 +238,7 @@ def _cache(head: DecoderHead, ds: MapsDataset, draws: int, batch: int) -> list[t
             items = [ds[i] for i in range(start, min(start + batch, len(ds)))]
             a = torch.stack([t[0] for t in items])
             b = torch.stack([t[1] for t in items])
-            feats.append([*head.capture(a), b.add(1).mul(127.5).round().to(torch.uint8)])
+            feats.append([*head.capture(a), to_uint8(b)])
     return [torch.cat(col) for col in zip(*feats, strict=True)]
 
 
@@ -274,13 +273,12 @@ def fit_decoder_head(
     head = DecoderHead(g, cfg.depth)
     idx = np.arange(len(pairs))
     held = idx % cfg.holdout_every == 0
-    off = (pairs.shape[2] - crop) // 2
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         hold = _cache(
             head,
-            MapsDataset(np.ascontiguousarray(pairs[held, :, off : off + crop, off : off + crop]),
-                        crop, train=False, direction=direction),
+            MapsDataset(np.ascontiguousarray(centre_crop(pairs[held], crop)), crop, train=False,
+                        direction=direction),
             1, cfg.batch_size,
         )  # fmt: skip
         augment = dataclasses.replace(Augment.full(), clean=0.5)

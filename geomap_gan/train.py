@@ -32,10 +32,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import __version__, files
-from .data import MapsDataset, aerial_quantiles, load_split
+from .data import MapsDataset, aerial_quantiles, centre_crop, load_split
 from .device import autocast, configure_process, resolve_device
 from .errors import CheckpointError, DatasetError, InputError
-from .metrics import METRIC_KEYS, ROAD_MIN, evaluate_arrays, save_sample_grid
+from .metrics import METRIC_KEYS, ROAD_MIN, evaluate_arrays, pair_sides, save_sample_grid
 from .modelfile import MapModel, ModelCard, save_model
 from .nets import PatchDiscriminator, UnetGenerator, init_weights, receptive_radius, to_model_range
 from .trainconfig import GanMode, TrainConfig
@@ -140,11 +140,8 @@ def recalibrate_batchnorm(
         m.reset_running_stats()
         m.momentum = None  # cumulative average over all batches seen
         m.train()
-    off = (pairs.shape[2] - cfg.crop_size) // 2
-    src = 0 if cfg.direction == "AtoB" else 1
-    crops = torch.from_numpy(
-        pairs[:, src, off : off + cfg.crop_size, off : off + cfg.crop_size]
-    ).permute(0, 3, 1, 2)
+    src, _ = pair_sides(cfg.direction)
+    crops = torch.from_numpy(centre_crop(pairs, cfg.crop_size)[:, src]).permute(0, 3, 1, 2)
     n = max(cfg.batch_size, 2)  # a batch of 1 at 1x1 resolution has no variance
     for start in range(0, len(crops) - n + 1, n):
         x = to_model_range(crops[start : start + n]).to(device)

@@ -20,7 +20,7 @@ import sys
 import torch
 
 from geomap_gan import files
-from geomap_gan.data import load_split
+from geomap_gan.data import centre_crop, load_split
 from geomap_gan.errors import GeomapGanError
 from geomap_gan.metrics import pair_sides
 from geomap_gan.modelfile import MapModel, load_model, save_model
@@ -79,8 +79,7 @@ def refine(args: argparse.Namespace) -> None:
     pairs, _ = load_split(
         args.data, "train", args.load_size, limit=None if args.fit_head else args.pairs
     )
-    off = (args.load_size - card.tile_size) // 2
-    crops = pairs[: args.pairs, :, off : off + card.tile_size, off : off + card.tile_size]
+    crops = centre_crop(pairs[: args.pairs], card.tile_size)
     src, dst = pair_sides(card.direction)
     if other:
         history.append(other.card.command)

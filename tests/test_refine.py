@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from geomap_gan.data import load_split
+from geomap_gan.data import centre_crop, load_split
 from geomap_gan.metrics import CLASSES, MetricAccumulator, class_masks
 from geomap_gan.modelfile import MapModel, ModelCard, build_generator, load_model, save_model
 from geomap_gan.nets import UnetGenerator, init_weights, to_model_range, to_uint8
@@ -178,8 +178,7 @@ def test_decoder_head_runs_the_generator_from_its_features(depth: int) -> None:
 def test_fit_decoder_head_repairs_a_dimmed_model_and_touches_nothing_else() -> None:
     pairs, _ = load_split(ROOT.parent / "shared" / "data" / "maps286", "train", 286, limit=40)
     g = load_model(ROOT / "geomap_gan" / "models" / "default.safetensors").generator
-    off = (286 - 256) // 2
-    held = pairs[::5, :, off : off + 256, off : off + 256]  # what fit_decoder_head holds out
+    held = centre_crop(pairs[::5], 256)  # what fit_decoder_head holds out
     intact = gain_miou(pre_tanh(g, held[:, 0]), held[:, 1], 1.0)
     with torch.no_grad():
         g.model.model[3].bias.sub_(0.8)  # type: ignore[index,union-attr]  # a darker map
