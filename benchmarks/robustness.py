@@ -7,7 +7,7 @@
    miou and per-class IoU against the real map mosaic, per shift, and the mean over shifts.
 2. For every 4-band NAIP scene in ../shared/data/geotiff (R, G, B, NIR), water told by the
    near-infrared band, independently of the model: NDWI = (G - NIR) / (G + NIR) above its Otsu
-   threshold, against the rendered map's water (metrics.class_masks). Printed: IoU, precision,
+   threshold, against the rendered map's water (legend.class_masks). Printed: IoU, precision,
    recall.
 
     python benchmarks/robustness.py [--model FILE] [--tiles 100]
@@ -32,7 +32,7 @@ from _machine import describe  # noqa: E402
 
 from geomap_gan.augment import SHIFTS  # noqa: E402
 from geomap_gan.data import load_split  # noqa: E402
-from geomap_gan.metrics import CLASSES, class_masks  # noqa: E402
+from geomap_gan.legend import CLASSES, class_masks  # noqa: E402
 from geomap_gan.modelfile import load_model  # noqa: E402
 from geomap_gan.render import RenderOptions, render  # noqa: E402
 

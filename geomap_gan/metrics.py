@@ -16,34 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-CLASSES = ("road", "water", "park", "highway")
+from .legend import CLASSES, class_masks
+
 METRIC_KEYS = (
     "rmse", "acc5", "acc10", "psnr", "ssim",
     *(f"iou_{c}" for c in CLASSES), "miou", "n",
 )  # fmt: skip
 PSNR_CAP = 100.0  # dB for identical images, so one perfect tile does not make the mean infinite
-ROAD_MIN = 248  # a road pixel is this white or whiter in every channel (the maps' street fill)
-
-
-# Each class is a conjunction of linear rules on a pixel's (R, G, B): weights . rgb >= threshold.
-# The one home of the colour rules: the hard masks below score a map, and refine's soft masks
-# (each step a sigmoid) train against the same rules.
-CLASS_RULES: dict[str, tuple[tuple[tuple[int, int, int], int], ...]] = {
-    "road": (((1, 0, 0), ROAD_MIN), ((0, 1, 0), ROAD_MIN), ((0, 0, 1), ROAD_MIN)),
-    "water": (((0, 0, 1), 220), ((-1, 0, 1), 40)),
-    "park": (((-1, 1, 0), 8), ((0, 1, -1), 20)),
-    "highway": (((1, 0, 0), 230), ((1, 0, -1), 70), ((0, 1, 0), 120)),
-}
-
-
-def class_masks(rgb: np.ndarray) -> dict[str, np.ndarray]:
-    """Boolean masks per map class for uint8 RGB arrays (..., 3); signed arithmetic."""
-    c = rgb.astype(np.int16)
-    r, g, b = c[..., 0], c[..., 1], c[..., 2]
-    return {
-        name: np.logical_and.reduce([wr * r + wg * g + wb * b >= t for (wr, wg, wb), t in rules])
-        for name, rules in CLASS_RULES.items()
-    }
 
 
 def class_counts(fake: np.ndarray, real: np.ndarray) -> dict[str, tuple[int, int]]:

@@ -16,7 +16,7 @@
 Why: a 2-core CPU buys about 1,000 training updates a session, and runs with and without the
 adversarial term draw different things well (highways and parks; roads). Averaging two such runs
 from one start keeps most of each. The gain exists because pix2pix's tanh reaches the maps'
-pure-white street fill (every channel >= ``metrics.ROAD_MIN``) only for large pre-activations,
+pure-white street fill (every channel >= ``legend.ROAD_MIN``) only for large pre-activations,
 which the L1 term pushes towards slowly: v9's median over val's real road pixels was 247.
 """
 
@@ -33,7 +33,8 @@ from torch import nn
 
 from .augment import Augment
 from .data import Direction, MapsDataset, centre_crop
-from .metrics import CLASS_RULES, CLASSES, class_counts, class_masks, eval_mode
+from .legend import CLASS_RULES, CLASSES, class_masks
+from .metrics import class_counts, eval_mode
 from .nets import UnetGenerator, UnetSkipBlock, from_model_range, to_model_range, to_uint8
 from .train import map_l1_loss
 
@@ -188,7 +189,7 @@ class DecoderHead(nn.Module):
 
 
 def soft_class_masks(rgb: torch.Tensor, tau: float) -> dict[str, torch.Tensor]:
-    """``metrics.CLASS_RULES`` with every step a sigmoid ``tau`` grey levels wide, centred half a
+    """``legend.CLASS_RULES`` with every step a sigmoid ``tau`` grey levels wide, centred half a
     level below the integer threshold: (N, 3, H, W) float grey levels -> (N, H, W) in (0, 1)."""
     masks = {}
     for name, rules in CLASS_RULES.items():

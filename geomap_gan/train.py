@@ -35,7 +35,8 @@ from . import __version__, files
 from .data import MapsDataset, aerial_quantiles, centre_crop, load_split
 from .device import autocast, configure_process, resolve_device
 from .errors import CheckpointError, DatasetError, InputError
-from .metrics import METRIC_KEYS, ROAD_MIN, evaluate_arrays, pair_sides, save_sample_grid
+from .legend import ROAD_MIN
+from .metrics import METRIC_KEYS, evaluate_arrays, pair_sides, save_sample_grid
 from .modelfile import MapModel, ModelCard, save_model
 from .nets import PatchDiscriminator, UnetGenerator, init_weights, receptive_radius, to_model_range
 from .trainconfig import GanMode, TrainConfig
@@ -67,7 +68,7 @@ def gan_loss(
 
 def map_l1_loss(fake: torch.Tensor, real: torch.Tensor, road_weight: float) -> torch.Tensor:
     """L1 between generated and real maps (model range), weighted 1 + ``road_weight`` on the real
-    map's road pixels (metrics.ROAD_MIN in every channel) and normalised by the weights' sum.
+    map's road pixels (legend.ROAD_MIN in every channel) and normalised by the weights' sum.
 
     Why: the road class needs a pixel white in every channel; plain L1 lets a generator paint
     streets a few grey levels short of that (v4: 27% of real road pixels at 230-247, scored as

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from geomap_gan.cli import cli
 from geomap_gan.data import load_split
-from geomap_gan.metrics import class_masks, evaluate_arrays
+from geomap_gan.legend import class_masks
+from geomap_gan.metrics import evaluate_arrays
 from geomap_gan.modelfile import default_model_path, load_model
 from geomap_gan.nets import receptive_radius
 

@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from geomap_gan.data import centre_crop, load_split
-from geomap_gan.metrics import CLASSES, MetricAccumulator, class_masks
+from geomap_gan.legend import CLASSES, class_masks
+from geomap_gan.metrics import MetricAccumulator
 from geomap_gan.modelfile import MapModel, ModelCard, build_generator, load_model, save_model
 from geomap_gan.nets import UnetGenerator, init_weights, to_model_range, to_uint8
 from geomap_gan.refine import (

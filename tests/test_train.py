@@ -16,7 +16,7 @@ from PIL import Image
 
 from geomap_gan.data import load_split
 from geomap_gan.errors import CheckpointError, InputError
-from geomap_gan.metrics import class_masks
+from geomap_gan.legend import class_masks
 from geomap_gan.modelfile import load_model
 from geomap_gan.nets import to_model_range
 from geomap_gan.train import (
