@@ -15,7 +15,7 @@ import json, sys
 sys.path.insert(0, {bench!r})
 from render_throughput import random_model
 from geomap_gan.device import configure_process, resolve_device
-from geomap_gan.render import RenderOptions, render
+from geomap_gan.rendering.engine import RenderOptions, render
 options = RenderOptions(**{options!r})
 configure_process(resolve_device(options.device), options.threads)  # as the CLI does
 result = render({scene!r}, {out!r}, random_model({ngf}, {arch!r}), options)

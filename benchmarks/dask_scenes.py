@@ -34,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe  # noqa: E402
 from _render_scene import make_scene  # noqa: E402
 
-from geomap_gan.modelfile import MapModel, ModelCard, build_generator, save_model  # noqa: E402
-from geomap_gan.nets import init_weights  # noqa: E402
-from geomap_gan.render import RenderOptions, render  # noqa: E402
+from geomap_gan.model.modelfile import MapModel, ModelCard, build_generator, save_model  # noqa: E402
+from geomap_gan.model.nets import init_weights  # noqa: E402
+from geomap_gan.rendering.engine import RenderOptions, render  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,7 +52,7 @@ def tile_cost(scene: Path, model: Path, options: RenderOptions, threads: int) ->
     tiles (ms/tile), the engine around an identity generator (ms/window: I/O and blending only),
     and a whole render (ms/window)."""
     from geomap_gan.device import autocast, resolve_device
-    from geomap_gan.modelfile import load_model
+    from geomap_gan.model.modelfile import load_model
 
     torch.set_num_threads(threads)
     device = resolve_device(options.device)

@@ -22,7 +22,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe  # noqa: E402
 
-from geomap_gan.modelfile import load_model  # noqa: E402
+from geomap_gan.model.modelfile import load_model  # noqa: E402
 
 
 def layer_inputs(net: nn.Module, window: int) -> list[tuple[nn.Module, torch.Size]]:

@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe  # noqa: E402
 
-from geomap_gan.modelfile import default_model_path, load_model  # noqa: E402
+from geomap_gan.model.modelfile import default_model_path, load_model  # noqa: E402
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe  # noqa: E402
 from _render_scene import make_scene  # noqa: E402
 
-from geomap_gan.modelfile import default_model_path, load_model  # noqa: E402
+from geomap_gan.model.modelfile import default_model_path, load_model  # noqa: E402
 
 TERRATORCH = "terratorch==1.2.13"
 
@@ -43,8 +43,8 @@ PEER = r"""
 import importlib.util, sys, types
 import numpy as np, rasterio, torch
 from geomap_gan.device import autocast, configure_process, resolve_device
-from geomap_gan.modelfile import load_model
-from geomap_gan.nets import from_model_range, to_model_range
+from geomap_gan.model.modelfile import load_model
+from geomap_gan.model.nets import from_model_range, to_model_range
 
 def not_used(*a, **k):
     raise RuntimeError("terratorch.models.utils.pad_images was called")

@@ -29,11 +29,14 @@ from _machine import describe  # noqa: E402
 from _render_scene import make_scene  # noqa: E402
 from render_throughput import random_model  # noqa: E402
 
-from geomap_gan import output, reader  # noqa: E402
-from geomap_gan import render as engine  # noqa: E402
-from geomap_gan.blend import window_weights  # noqa: E402
-from geomap_gan.scene import Grid  # noqa: E402
-from geomap_gan.tiling import TileGrid  # noqa: E402
+from geomap_gan.rendering import (  # noqa: E402
+    engine,  # noqa: E402
+    output,
+    reader,
+)
+from geomap_gan.rendering.blend import window_weights  # noqa: E402
+from geomap_gan.rendering.grid import Grid  # noqa: E402
+from geomap_gan.rendering.windows import TileGrid  # noqa: E402
 
 TILE, OVERLAP = 256, 32
 

@@ -33,10 +33,11 @@ from affine import Affine
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe  # noqa: E402
 
-from geomap_gan.modelfile import load_model  # noqa: E402
-from geomap_gan.reader import sample_pixels  # noqa: E402
-from geomap_gan.render import RenderOptions, render  # noqa: E402
-from geomap_gan.scene import ground_scale, select_bands  # noqa: E402
+from geomap_gan.model.modelfile import load_model  # noqa: E402
+from geomap_gan.rendering.engine import RenderOptions, render  # noqa: E402
+from geomap_gan.rendering.grid import ground_scale  # noqa: E402
+from geomap_gan.rendering.reader import sample_pixels  # noqa: E402
+from geomap_gan.rendering.scene import select_bands  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "geotiff"
 MAX_UPSCALE = 16.0  # render's own limit (RenderOptions.max_upscale)

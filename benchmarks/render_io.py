@@ -28,11 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe  # noqa: E402
 from _render_scene import make_scene  # noqa: E402
 
-from geomap_gan import resample  # noqa: E402
-from geomap_gan.modelfile import MapModel, ModelCard  # noqa: E402
-from geomap_gan.nets import receptive_radius  # noqa: E402
-from geomap_gan.options import EngineSettings, RenderOptions  # noqa: E402
-from geomap_gan.render import render  # noqa: E402
+from geomap_gan.model.modelfile import MapModel, ModelCard  # noqa: E402
+from geomap_gan.model.nets import receptive_radius  # noqa: E402
+from geomap_gan.rendering import resample  # noqa: E402
+from geomap_gan.rendering.engine import render  # noqa: E402
+from geomap_gan.rendering.options import EngineSettings, RenderOptions  # noqa: E402
 
 SCENES = Path(tempfile.gettempdir()) / "geomap-bench"
 

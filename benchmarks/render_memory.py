@@ -23,7 +23,7 @@ from _child_render import render_in_child  # noqa: E402
 from _machine import describe  # noqa: E402
 from _render_scene import make_scene  # noqa: E402
 
-from geomap_gan.modelfile import ModelCard  # noqa: E402
+from geomap_gan.model.modelfile import ModelCard  # noqa: E402
 
 
 def gpu_peak(info: dict) -> str:

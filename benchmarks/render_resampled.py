@@ -39,7 +39,7 @@ CASES = {
 
 
 def model_gsd() -> float:
-    from geomap_gan.modelfile import load_model
+    from geomap_gan.model.modelfile import load_model
 
     return load_model(None).card.gsd
 

@@ -22,10 +22,10 @@ import rasterio
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe  # noqa: E402
 
-from geomap_gan.blend import seam_ratios  # noqa: E402
-from geomap_gan.modelfile import load_model  # noqa: E402
-from geomap_gan.render import RenderOptions, plan_render, render  # noqa: E402
-from geomap_gan.tiling import axis_offsets  # noqa: E402
+from geomap_gan.model.modelfile import load_model  # noqa: E402
+from geomap_gan.rendering.blend import seam_ratios  # noqa: E402
+from geomap_gan.rendering.engine import RenderOptions, plan_render, render  # noqa: E402
+from geomap_gan.rendering.windows import axis_offsets  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "geotiff"
 SCENES = ("rgb_small_4p5m.tif", "naip_nd_2015.tif")

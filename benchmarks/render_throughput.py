@@ -34,9 +34,9 @@ from _machine import describe  # noqa: E402
 from _render_scene import make_scene  # noqa: E402
 
 from geomap_gan.device import configure_process, resolve_device  # noqa: E402
-from geomap_gan.modelfile import MapModel, ModelCard, build_generator  # noqa: E402
-from geomap_gan.nets import init_weights, receptive_radius  # noqa: E402
-from geomap_gan.output import gtiff_options  # noqa: E402
+from geomap_gan.model.modelfile import MapModel, ModelCard, build_generator  # noqa: E402
+from geomap_gan.model.nets import init_weights, receptive_radius  # noqa: E402
+from geomap_gan.rendering.output import gtiff_options  # noqa: E402
 
 ARCHS = {
     # v1: pix2pix unet_256 (8 levels) on blended 256 px windows, the default model until v2

@@ -2,7 +2,7 @@
 
 1. A mosaic of ``--tiles`` maps val aerials (10 x 10 of 256 px by default, evenly spaced over
    the split) is rendered with ``render`` as one scene, clean and under each fixed shift of
-   ``geomap_gan.augment.SHIFTS`` (haze, colour casts, exposure, contrast, saturation, optics,
+   ``geomap_gan.training.augment.SHIFTS`` (haze, colour casts, exposure, contrast, saturation, optics,
    JPEG, noise: seeded, applied to the whole mosaic), with harmonisation off and on. Printed:
    miou and per-class IoU against the real map mosaic, per shift, and the mean over shifts.
 2. For every 4-band NAIP scene in ../shared/data/geotiff (R, G, B, NIR), water told by the
@@ -30,11 +30,11 @@ from rasterio.errors import NotGeoreferencedWarning
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe  # noqa: E402
 
-from geomap_gan.augment import SHIFTS  # noqa: E402
-from geomap_gan.data import load_split  # noqa: E402
 from geomap_gan.legend import CLASSES, class_masks  # noqa: E402
-from geomap_gan.modelfile import load_model  # noqa: E402
-from geomap_gan.render import RenderOptions, render  # noqa: E402
+from geomap_gan.model.modelfile import load_model  # noqa: E402
+from geomap_gan.rendering.engine import RenderOptions, render  # noqa: E402
+from geomap_gan.training.augment import SHIFTS  # noqa: E402
+from geomap_gan.training.data import load_split  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

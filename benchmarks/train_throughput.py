@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe  # noqa: E402
 
 from geomap_gan.device import bf16_supported  # noqa: E402
-from geomap_gan.train import TrainConfig, Trainer, place_process  # noqa: E402
+from geomap_gan.training.loop import TrainConfig, Trainer, place_process  # noqa: E402
 
 
 def fake_dataset(root: Path) -> Path:

@@ -24,11 +24,11 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe  # noqa: E402
 
-from geomap_gan.data import load_split  # noqa: E402
-from geomap_gan.metrics import CLASSES, MetricAccumulator  # noqa: E402
-from geomap_gan.modelfile import default_model_path, load_model  # noqa: E402
-from geomap_gan.nets import to_model_range, to_uint8  # noqa: E402
-from geomap_gan.trainconfig import MAPS_ORIGINAL_GSD, MAPS_ORIGINAL_SIZE  # noqa: E402
+from geomap_gan.model.modelfile import default_model_path, load_model  # noqa: E402
+from geomap_gan.model.nets import to_model_range, to_uint8  # noqa: E402
+from geomap_gan.training.config import MAPS_ORIGINAL_GSD, MAPS_ORIGINAL_SIZE  # noqa: E402
+from geomap_gan.training.data import load_split  # noqa: E402
+from geomap_gan.training.metrics import CLASSES, MetricAccumulator  # noqa: E402
 
 VAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "maps256"
 TILE = 256  # the val tiles' side, px

@@ -12,28 +12,31 @@ import importlib.metadata
 import logging
 from typing import Any
 
+from geomap_gan import _compat
+
 try:  # the version lives in pyproject.toml only
     __version__ = importlib.metadata.version("geomap-gan")
 except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
+_compat.install()
 
 _LAZY = {
-    "render": "geomap_gan.render",
-    "RenderOptions": "geomap_gan.render",
-    "RenderResult": "geomap_gan.render",
-    "plan_render": "geomap_gan.render",
+    "render": "geomap_gan.rendering.engine",
+    "RenderOptions": "geomap_gan.rendering.engine",
+    "RenderResult": "geomap_gan.rendering.engine",
+    "plan_render": "geomap_gan.rendering.engine",
     "render_many": "geomap_gan.distributed",
     "render_strips": "geomap_gan.distributed",
     "download_maps": "geomap_gan.download",
-    "load_model": "geomap_gan.modelfile",
-    "save_model": "geomap_gan.modelfile",
-    "MapModel": "geomap_gan.modelfile",
-    "ModelCard": "geomap_gan.modelfile",
-    "train": "geomap_gan.train",
-    "TrainConfig": "geomap_gan.train",
-    "evaluate": "geomap_gan.metrics",
+    "load_model": "geomap_gan.model.modelfile",
+    "save_model": "geomap_gan.model.modelfile",
+    "MapModel": "geomap_gan.model.modelfile",
+    "ModelCard": "geomap_gan.model.modelfile",
+    "train": "geomap_gan.training.loop",
+    "TrainConfig": "geomap_gan.training.loop",
+    "evaluate": "geomap_gan.training.metrics",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -1,5 +1,5 @@
 """``python -m geomap_gan`` runs the CLI."""
 
-from .cli import main
+from geomap_gan.cli import main
 
 main()

@@ -16,7 +16,7 @@ from typing import Literal
 
 import torch
 
-from .errors import InputError
+from geomap_gan.errors import InputError
 
 log = logging.getLogger(__name__)
 

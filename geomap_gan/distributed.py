@@ -1,6 +1,6 @@
 """Scale-out rendering on Dask distributed: many scenes, or one huge scene in strips.
 
-Both entry points are thin layers over :func:`geomap_gan.render.render`; Dask does the scheduling,
+Both entry points are thin layers over :func:`geomap_gan.rendering.engine.render`; Dask does the scheduling,
 retrying and worker bookkeeping (no home-made scheduler):
 
 - :func:`render_many` submits one task per scene. Outputs land side by side in one folder, plus a
@@ -36,14 +36,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from xml.sax.saxutils import escape
 
-from . import files
-from .errors import GeomapGanError, InputError, OutputError, OutputExistsError
+from geomap_gan import files
+from geomap_gan.errors import GeomapGanError, InputError, OutputError, OutputExistsError
+from geomap_gan.rendering.grid import Grid
 
 if TYPE_CHECKING:
     from distributed import Client, Future
 
-    from .modelfile import MapModel
-    from .render import RenderOptions
+    from geomap_gan.model.modelfile import MapModel
+    from geomap_gan.rendering.engine import RenderOptions
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +266,7 @@ def _configure_threads(hosts: dict[str, int], device: str, threads: int) -> None
         host = get_worker().address.split("://")[-1].rsplit(":", 1)[0]
     except ValueError:
         host = ""
-    from .device import configure_process, resolve_device
+    from geomap_gan.device import configure_process, resolve_device
 
     configure_process(resolve_device(device), threads, share=max(1, hosts.get(host, 1)))
     _THREADS_SET = True
@@ -274,8 +275,8 @@ def _configure_threads(hosts: dict[str, int], device: str, threads: int) -> None
 def worker_model(model_path: str | None, device: str) -> tuple[MapModel, bool]:
     """The model for ``model_path`` (None: the bundled default) on ``device``, loaded once per
     worker process and kept; returns it and whether it came from the cache."""
-    from .device import resolve_device
-    from .modelfile import default_model_path, load_model
+    from geomap_gan.device import resolve_device
+    from geomap_gan.model.modelfile import default_model_path, load_model
 
     path = Path(model_path) if model_path else default_model_path()
     try:
@@ -342,7 +343,7 @@ def render_scene_task(
     """
     from distributed import get_worker
 
-    from .render import render
+    from geomap_gan.rendering.engine import render
 
     worker = get_worker().address
     out = Path(dst)
@@ -388,8 +389,8 @@ def render_strip_task(
     """Render render-grid rows ``rows`` of a scene into ``dst`` on a worker (a task of
     :func:`render_strips`); returns the path and the worker's seconds. The engine writes
     atomically, so ``dst`` is complete whenever it exists."""
-    from .options import EngineSettings
-    from .render import render
+    from geomap_gan.rendering.engine import render
+    from geomap_gan.rendering.options import EngineSettings
 
     t0 = time.perf_counter()
     device = _worker_device(options.device)
@@ -470,8 +471,8 @@ def render_many(
     require_dask()
     from distributed import as_completed
 
-    from .modelfile import load_model
-    from .render import RenderOptions
+    from geomap_gan.model.modelfile import load_model
+    from geomap_gan.rendering.engine import RenderOptions
 
     options = options or RenderOptions()
     t0 = time.perf_counter()
@@ -649,15 +650,15 @@ def render_strips(
     """Render one (huge) scene on a Dask cluster as ``n_strips`` horizontal strips (default: one
     per worker) and assemble them into ``dst``, equal to a single-machine render.
 
-    Strips cover whole window rows (:meth:`geomap_gan.render.RenderPlan.strips`), each rendered by a worker with
+    Strips cover whole window rows (:meth:`geomap_gan.rendering.engine.RenderPlan.strips`), each rendered by a worker with
     ``EngineSettings.row_range`` into its own GeoTIFF in a scratch folder beside ``dst``; the client
     then copies them, block row by block row, into ``dst`` (GTiff, or COG through the engine's COG
     copy), which appears only when complete. When ``dst`` ends in ``.vrt`` the strips are kept in
     ``<dst stem>_strips/`` and ``dst`` is a VRT over them (no copy: fastest for huge scenes).
     ``progress``, ``watch`` and ``on_client`` as in :func:`render_many`, counting strips.
     """
-    from .modelfile import load_model
-    from .render import RenderOptions, plan_render
+    from geomap_gan.model.modelfile import load_model
+    from geomap_gan.rendering.engine import RenderOptions, plan_render
 
     require_dask()
     options = options or RenderOptions()
@@ -765,11 +766,11 @@ def assemble_strips(
     import rasterio
     from rasterio.windows import Window
 
-    from . import output, scene
+    from geomap_gan.rendering import output
 
     with rasterio.open(paths[0]) as first:
         alpha = first.count == 4
-        grid = scene.Grid(first.width, strips[-1][1], first.transform, first.crs)
+        grid = Grid(first.width, strips[-1][1], first.transform, first.crs)
     co = options.creation_options if options.driver == "GTiff" else {}
     with files.atomic_output(dst, options.overwrite) as tmp:
         target = tmp if options.driver == "GTiff" else files.temp_path(dst, "strips")

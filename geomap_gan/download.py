@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .errors import DownloadError
+from geomap_gan.errors import DownloadError
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from .errors import GeomapGanError, OutputError, OutputExistsError
+from geomap_gan.errors import GeomapGanError, OutputError, OutputExistsError
 
 log = logging.getLogger(__name__)
 

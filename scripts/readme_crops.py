@@ -21,8 +21,8 @@ from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 
 from geomap_gan.errors import InputError
-from geomap_gan.modelfile import load_model
-from geomap_gan.render import RenderOptions, render
+from geomap_gan.model.modelfile import load_model
+from geomap_gan.rendering.engine import RenderOptions, render
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "geotiff"
 CROPS = {"naip_nd_2015.tif": (0.42, 0.55), "drone_alpha_irregular.tif": (0.5, 0.5)}

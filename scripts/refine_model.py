@@ -20,11 +20,13 @@ import sys
 import torch
 
 from geomap_gan import files
-from geomap_gan.data import centre_crop, load_split
 from geomap_gan.errors import GeomapGanError
-from geomap_gan.metrics import pair_sides
-from geomap_gan.modelfile import MapModel, load_model, save_model
-from geomap_gan.refine import (
+from geomap_gan.model.modelfile import MapModel, load_model, save_model
+from geomap_gan.training.config import TrainConfig
+from geomap_gan.training.data import centre_crop, load_split
+from geomap_gan.training.loop import git_commit, recalibrate_batchnorm
+from geomap_gan.training.metrics import pair_sides
+from geomap_gan.training.refine import (
     HeadFit,
     average_generators,
     fit_decoder_head,
@@ -32,8 +34,6 @@ from geomap_gan.refine import (
     fold_output_gain,
     pre_tanh,
 )
-from geomap_gan.train import git_commit, recalibrate_batchnorm
-from geomap_gan.trainconfig import TrainConfig
 
 
 def main() -> None:

@@ -10,8 +10,8 @@ import argparse
 import dataclasses
 import json
 
-from geomap_gan.metrics import evaluate
-from geomap_gan.modelfile import MapModel, default_model_path, load_model, save_model
+from geomap_gan.model.modelfile import MapModel, default_model_path, load_model, save_model
+from geomap_gan.training.metrics import evaluate
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ def require(path: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def _private_compile_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Compiled generators (geomap_gan.aot) go to a folder of the test, never ~/.cache."""
+    """Compiled generators (geomap_gan.model.aot) go to a folder of the test, never ~/.cache."""
     folder = tmp_path / "compile-cache"
     monkeypatch.setenv("GEOMAP_GAN_CACHE_DIR", str(folder))
     return folder / "aot"
@@ -61,8 +61,8 @@ def tiny_model_file(tmp_path: Path) -> Path:
     """A randomly initialised 32 px, ngf=8 model file (fast to run, real file format)."""
     import torch
 
-    from geomap_gan.modelfile import MapModel, ModelCard, build_generator, save_model
-    from geomap_gan.nets import init_weights
+    from geomap_gan.model.modelfile import MapModel, ModelCard, build_generator, save_model
+    from geomap_gan.model.nets import init_weights
 
     torch.manual_seed(0)
     card = ModelCard(name="tiny", ngf=8, num_downs=5, tile_size=32, gsd=2.0)

@@ -13,7 +13,7 @@ from affine import Affine
 from rasterio.enums import ColorInterp
 from rasterio.errors import NotGeoreferencedWarning
 
-from geomap_gan.modelfile import MapModel, ModelCard
+from geomap_gan.model.modelfile import MapModel, ModelCard
 
 UTM31 = "EPSG:32631"
 ORIGIN = (500_000.0, 5_000_000.0)

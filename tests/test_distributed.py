@@ -37,7 +37,7 @@ from geomap_gan.distributed import (  # noqa: E402
     write_vrt,
 )
 from geomap_gan.errors import InputError  # noqa: E402
-from geomap_gan.render import RenderOptions, render  # noqa: E402
+from geomap_gan.rendering.engine import RenderOptions, render  # noqa: E402
 
 OPTS = RenderOptions(overlap=8, batch_size=8, device="cpu")
 GSD = 20.0  # model GSD of the tiny model: the 5 m NAIP scene renders at 234x181 px
@@ -48,8 +48,8 @@ def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised 32 px, ngf=8 model at 10 m/px (real file format)."""
     import torch
 
-    from geomap_gan.modelfile import MapModel, ModelCard, build_generator, save_model
-    from geomap_gan.nets import init_weights
+    from geomap_gan.model.modelfile import MapModel, ModelCard, build_generator, save_model
+    from geomap_gan.model.nets import init_weights
 
     torch.manual_seed(0)
     card = ModelCard(name="tiny", ngf=8, num_downs=5, tile_size=32, gsd=GSD)
@@ -227,7 +227,7 @@ class FlakyRender(WorkerPlugin):
         self.marker, self.always = marker, always
 
     def setup(self, worker: object) -> None:
-        import geomap_gan.render as engine
+        import geomap_gan.rendering.engine as engine
 
         original, marker, always = engine.render, Path(self.marker), self.always
         self.original = original
@@ -242,7 +242,7 @@ class FlakyRender(WorkerPlugin):
         engine.render = flaky
 
     def teardown(self, worker: object) -> None:
-        import geomap_gan.render as engine
+        import geomap_gan.rendering.engine as engine
 
         engine.render = self.original
 

@@ -1,0 +1,159 @@
+"""Ahead-of-time compiled generators: same pixels as eager mode, built once, reused, rebuilt
+when damaged, and never required (any failure renders in eager mode)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from click.testing import CliRunner
+from conftest import unavailable
+from geotiffs import identity_model, noise_rgb, write_geotiff
+
+from geomap_gan.cli import cli
+from geomap_gan.model import aot
+from geomap_gan.model.modelfile import load_model
+from geomap_gan.rendering.engine import RenderOptions, render
+
+
+@pytest.fixture(autouse=True)
+def _compiler() -> None:
+    """Compiling needs AOTInductor (torch >= 2.6) and a C++ compiler: skip without them, except
+    under CI, which installs g++ (scripts/test)."""
+    missing = "torch without AOTInductor" if not aot.available() else None
+    if missing is None and not (shutil.which("g++") or shutil.which("c++")):
+        missing = "no C++ compiler"
+    if missing:
+        unavailable(missing, "CI must be able to compile the generator")
+
+
+def opts(**kw) -> RenderOptions:
+    return RenderOptions(overlap=8, batch_size=4, device="cpu", amp=False, overwrite=True, **kw)
+
+
+def read(path) -> np.ndarray:
+    with rasterio.open(path) as ds:
+        return ds.read()
+
+
+def test_compiled_render_matches_eager_and_is_reused(
+    tmp_path, tiny_model_file, _private_compile_cache, caplog, monkeypatch
+):
+    realigned = []  # the runner's weights moved to aligned copies at each load (aot docstring)
+    real = aot._realign_constants
+
+    def recording(runner):
+        realigned.append(real(runner))
+        return realigned[-1]
+
+    monkeypatch.setattr(aot, "_realign_constants", recording)
+    model = load_model(tiny_model_file)
+    src = write_geotiff(tmp_path / "in.tif", noise_rgb(70, 90))
+    render(src, tmp_path / "eager.tif", model, opts(compile=False))
+    assert not _private_compile_cache.exists()
+    with caplog.at_level(logging.INFO, logger="geomap_gan"):
+        render(src, tmp_path / "built.tif", model, opts(compile=True))
+        announced = [
+            r for r in caplog.records if "compiling the generator for this CPU" in r.message
+        ]
+        assert len(announced) == 1 and announced[0].levelno == logging.WARNING  # seen without -v
+        libraries = sorted(_private_compile_cache.iterdir())
+        # the library and its checksum, no temp file beside them
+        assert [p.suffix for p in libraries] == [".sha256", ".so"]
+        caplog.clear()
+        # compile=None on a small scene: too small to build, but a cached library is used
+        render(src, tmp_path / "reused.tif", model, opts(compile=None))
+        assert "using the compiled generator" in caplog.text and "compiling" not in caplog.text
+    assert len(realigned) == 2 and all(len(weights) > 0 for weights in realigned)
+    eager = read(tmp_path / "eager.tif").astype(int)
+    for name in ("built.tif", "reused.tif"):
+        assert np.abs(read(tmp_path / name) - eager).max() <= 1, name
+
+
+def test_small_scenes_do_not_build_by_default(tmp_path, tiny_model_file, _private_compile_cache):
+    src = write_geotiff(tmp_path / "in.tif", noise_rgb(40, 40))
+    render(src, tmp_path / "out.tif", load_model(tiny_model_file), opts(compile=None))
+    assert not _private_compile_cache.exists()
+
+
+def test_package_key_follows_weights_and_input_shape(tiny_model_file):
+    net = load_model(tiny_model_file).generator.eval()
+    x4 = torch.zeros(4, 3, 32, 32, dtype=torch.uint8)
+    same = copy.deepcopy(net)
+    changed = copy.deepcopy(net)
+    with torch.no_grad():
+        next(changed.parameters()).view(-1)[0] += 1e-3
+    assert aot.package_key(net, x4) == aot.package_key(same, x4)
+    assert aot.package_key(net, x4) != aot.package_key(changed, x4)
+    assert aot.package_key(net, x4) != aot.package_key(net, torch.zeros(8, 3, 32, 32).byte())
+
+
+def test_damaged_library_is_removed_and_rebuilt(tmp_path, tiny_model_file, caplog):
+    """A library left damaged by an earlier process (one this process has loaded cannot be
+    swapped under it) is removed, rebuilt and gives the same pixels."""
+    src = write_geotiff(tmp_path / "in.tif", noise_rgb(40, 40))
+    build = (
+        "from geomap_gan.rendering.engine import RenderOptions, render; "
+        f"render({str(src)!r}, {str(tmp_path / 'a.tif')!r}, {str(tiny_model_file)!r}, "
+        "RenderOptions(overlap=8, batch_size=4, device='cpu', amp=False, compile=True))"
+    )
+    subprocess.run([sys.executable, "-c", build], check=True, timeout=300)
+    (library,) = aot.cache_dir().glob("*.so")
+    whole = library.read_bytes()
+    # a truncated copy still looks like a library: loading it was a bus error (exit 135) in every
+    # later render, in a fresh process; garbage is refused by the loader itself
+    for damaged in (whole[: len(whole) // 2], b"not a library"):
+        library.write_bytes(damaged)
+        (tmp_path / "b.tif").unlink(missing_ok=True)
+        script = "import logging; logging.basicConfig(); " + build.replace("a.tif", "b.tif")
+        again = subprocess.run([sys.executable, "-c", script],
+                               capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert again.returncode == 0, again.stderr
+        assert "damaged or incomplete" in again.stderr
+        assert library.read_bytes() != damaged and library.stat().st_size > 1000  # rebuilt
+        np.testing.assert_array_equal(read(tmp_path / "a.tif"), read(tmp_path / "b.tif"))
+
+
+def test_failed_compile_renders_in_eager_mode(tmp_path, monkeypatch, caplog):
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(aot, "build", no_compiler)
+    data = noise_rgb(40, 50)
+    src = write_geotiff(tmp_path / "in.tif", data)
+    render(src, tmp_path / "out.tif", identity_model(), opts(compile=True))
+    np.testing.assert_array_equal(read(tmp_path / "out.tif"), data)
+    assert "compiling the generator failed" in caplog.text
+
+
+def test_compile_command_builds_what_render_then_uses(
+    tmp_path, tiny_model_file, _private_compile_cache, caplog
+):
+    cmd = ["compile", "--model", str(tiny_model_file), "--overlap", "8", "--batch-size", "4"]
+    result = CliRunner().invoke(cli, [*cmd, "--no-amp"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.suffix for p in _private_compile_cache.iterdir()) == [".sha256", ".so"]
+    src = write_geotiff(tmp_path / "in.tif", noise_rgb(40, 40))
+    caplog.clear()  # the compile command's own announcement
+    with caplog.at_level(logging.INFO, logger="geomap_gan"):
+        render(src, tmp_path / "out.tif", load_model(tiny_model_file), opts(compile=None))
+    assert "using the compiled generator" in caplog.text and "compiling" not in caplog.text
+
+
+def test_compile_command_reports_a_failed_build(tiny_model_file, monkeypatch):
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(aot, "build", no_compiler)
+    cmd = ["compile", "--model", str(tiny_model_file), "--overlap", "8"]
+    result = CliRunner().invoke(cli, cmd)
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1].startswith("Error: the generator could not be")
+    assert "Traceback" not in result.output
