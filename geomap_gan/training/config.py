@@ -3,8 +3,8 @@ defaults from here (one home) and `geomap-gan train --help` stays instant."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 from geomap_gan.errors import InputError
 
@@ -22,58 +22,89 @@ NUM_DOWNS_RANGE = (5, 9)
 TILE_SIZE_RANGE = (32, 4096)
 
 
+def opt(default: Any, help: str) -> Any:
+    """A TrainConfig field with its command-line help: ``geomap-gan train`` makes one option of
+    each field (cli.train), so a training option is written once, here."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Every training choice. Defaults are the pix2pix paper's (batch 1, 100 + 100 epochs)."""
 
     data_dir: str
-    out_dir: str = "runs/maps"
-    val_dir: str | None = None  # folder holding the val split; default data_dir
-    direction: Literal["AtoB", "BtoA"] = "AtoB"
-    ngf: int = 64
-    ndf: int = 64
-    norm: Literal["batch", "instance"] = "batch"
-    num_downs: int = 8  # U-Net levels; fewer bound the receptive field (nets.UnetGenerator)
-    antialias: bool = False  # blur before each subsampling (nets.BlurDownConv)
-    init_from: str | None = None  # warm start: a model file whose matching tensors G starts from
-    aug_dihedral: bool = False  # the 8 rotations/flips (augment.Augment)
-    aug_scale: float = 0.0  # scale jitter around the model GSD, e.g. 0.2 for 1/1.2 to 1.2
-    aug_photometric: bool = False  # brightness, contrast, gamma, saturation, hue, gain, haze
-    aug_blur: bool = False
-    aug_noise: bool = False
-    aug_jpeg: bool = False
-    aug_clean: float = 0.0  # share of samples with no scale jitter and no pixel change
-    gan_mode: GanMode = "vanilla"
-    lambda_gan: float = 1.0  # adversarial term; 0: L1 (and shift) only, D not run (4x cheaper)
-    lambda_l1: float = 100.0
-    lambda_shift: float = 0.0  # shift consistency: G(move(x)) = move(G(x)) for sub-stride moves
-    road_weight: float = 0.0  # extra L1 weight on the real map's road pixels (train.map_l1_loss)
-    d_warmup: int = 0  # first updates of a run that train D only (G frozen): for a warm start
-    ema_decay: float = 0.0  # G's exponential moving average per update (0: off; e.g. 0.999)
-    lr: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    epochs: int = 100
-    epochs_decay: int = 100
-    batch_size: int = 1
-    load_size: int = 286
-    crop_size: int = 256
-    amp: bool = True
-    workers: int = 0
-    seed: int = 0
-    save_every: int = 2
-    val_every: int = 1
-    val_subset: int = 256
-    samples: int = 8
-    bn_recalibrate: int = 400  # training pairs used to re-estimate BN statistics (0: off)
-    source_gsd: float = MAPS_ORIGINAL_GSD
-    source_size: int = MAPS_ORIGINAL_SIZE
-    device: str = "auto"
-    threads: int = 0
-    strict: bool = False
-    limit: int | None = None
-    max_steps: int | None = None
-    name: str = ""
+    out_dir: str = opt("runs/maps", "Run folder.")
+    val_dir: str | None = opt(None, "Folder with the val split (default DATA_DIR).")
+    direction: Literal["AtoB", "BtoA"] = opt("AtoB", "Which half of each pair is the input.")
+    ngf: int = opt(64, "Generator width.")
+    ndf: int = opt(64, "Discriminator width.")
+    norm: Literal["batch", "instance"] = opt("batch", "Normalisation layers.")
+    num_downs: int = opt(8, "U-Net levels (8: pix2pix unet_256; 5-6 bound the receptive field).")
+    antialias: bool = opt(
+        False, "Blur before each subsampling (less dependence on the stride phase)."
+    )
+    init_from: str | None = opt(None, "Warm start G from this model file's tensors.")
+    aug_dihedral: bool = opt(False, "The 8 rotations/flips.")
+    aug_scale: float = opt(
+        0.0, "Scale jitter: crop side x [1/(1+S), 1+S], resized to the crop size."
+    )
+    aug_photometric: bool = opt(
+        False, "Brightness, contrast, gamma, saturation, hue, gain, haze (aerial only)."
+    )
+    aug_blur: bool = opt(False, "Optical blur of the aerial.")
+    aug_noise: bool = opt(False, "Sensor noise on the aerial.")
+    aug_jpeg: bool = opt(False, "JPEG artefacts on the aerial.")
+    aug_clean: float = opt(
+        0.0, "Share of samples trained without scale jitter or pixel changes (0 to 1)."
+    )
+    gan_mode: GanMode = opt("vanilla", "Adversarial loss.")
+    lambda_gan: float = opt(
+        1.0,
+        "Weight of the adversarial (PatchGAN) term; 0: L1 and shift terms only, the discriminator is not run (about 4x cheaper an update on a CPU).",
+    )
+    lambda_l1: float = opt(100.0, "Weight of the L1 term.")
+    lambda_shift: float = opt(
+        0.0,
+        "Weight of the shift-consistency term (G of the aerial moved by a random sub-stride offset against G's map moved alike; 0: off).",
+    )
+    road_weight: float = opt(
+        0.0, "Extra weight of the L1 term on the real map's road pixels (1 + W there; 0: plain L1)."
+    )
+    d_warmup: int = opt(
+        0,
+        "Updates at the start of the run that train the discriminator only (G frozen): with --init-from, a fresh D learns before its gradients reach the warm-started G.",
+    )
+    ema_decay: float = opt(
+        0.0,
+        "Validate and export an exponential moving average of G's weights, updated after each G update with this decay (0: off, the last weights; 0.999 averages about 1000 updates).",
+    )
+    lr: float = opt(2e-4, "Adam learning rate.")
+    beta1: float = opt(0.5, "Adam's beta1.")
+    beta2: float = opt(0.999, "Adam's beta2.")
+    epochs: int = opt(100, "Epochs at constant LR.")
+    epochs_decay: int = opt(100, "Epochs of linear LR decay.")
+    batch_size: int = opt(1, "Pairs per update.")
+    load_size: int = opt(286, "Resize halves to this (px).")
+    crop_size: int = opt(256, "Random crop (px).")
+    amp: bool = opt(True, "bf16 where native.")
+    workers: int = opt(0, "DataLoader workers.")
+    seed: int = opt(0, "Seed of every random number generator.")
+    save_every: int = opt(2, "Checkpoint every N epochs.")
+    val_every: int = opt(1, "Validate every N epochs.")
+    val_subset: int = opt(256, "Val pairs per validation.")
+    samples: int = opt(8, "Val pairs drawn in each epoch sample grid.")
+    bn_recalibrate: int = opt(
+        400,
+        "Training pairs used to re-estimate BatchNorm statistics before validation/export (0: off).",
+    )
+    source_gsd: float = opt(MAPS_ORIGINAL_GSD, "m/px of the source tiles.")
+    source_size: int = opt(MAPS_ORIGINAL_SIZE, "px of the source tiles.")
+    device: str = opt("auto", "auto, cpu, cuda or mps.")
+    threads: int = opt(0, "CPU threads (0: all cores).")
+    strict: bool = opt(False, "Unreadable images are an error, not skipped.")
+    limit: int | None = opt(None, "Use only the first N training pairs.")
+    max_steps: int | None = opt(None, "Stop after N updates.")
+    name: str = opt("", "Model name for the card.")
 
     def __post_init__(self) -> None:
         """Refuse, before any data is read, settings that would crash mid-run (a traceback from
