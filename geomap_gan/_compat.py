@@ -61,7 +61,9 @@ class _Alias(importlib.abc.Loader):
 class MovedModules(importlib.abc.MetaPathFinder):
     """Answers only for ``geomap_gan.<old name>``; every other import passes through."""
 
-    def find_spec(self, fullname: str, path: object = None, target: object = None) -> ModuleSpec | None:
+    def find_spec(
+        self, fullname: str, path: object = None, target: object = None
+    ) -> ModuleSpec | None:
         package, _, name = fullname.rpartition(".")
         if package != "geomap_gan":
             return None
