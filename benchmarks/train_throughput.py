@@ -20,7 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe  # noqa: E402
 
 from geomap_gan.device import bf16_supported  # noqa: E402
-from geomap_gan.training.loop import TrainConfig, Trainer, place_process  # noqa: E402
+from geomap_gan.training.config import TrainConfig  # noqa: E402
+from geomap_gan.training.loop import Trainer  # noqa: E402
+from geomap_gan.training.process import place_process  # noqa: E402
 
 
 def fake_dataset(root: Path) -> Path:

@@ -24,8 +24,8 @@ from geomap_gan.errors import GeomapGanError
 from geomap_gan.model.modelfile import MapModel, load_model, save_model
 from geomap_gan.training.config import TrainConfig
 from geomap_gan.training.data import centre_crop, load_split
-from geomap_gan.training.loop import git_commit, recalibrate_batchnorm
 from geomap_gan.training.metrics import pair_sides
+from geomap_gan.training.process import git_commit
 from geomap_gan.training.refine import (
     HeadFit,
     average_generators,
@@ -34,6 +34,7 @@ from geomap_gan.training.refine import (
     fold_output_gain,
     pre_tanh,
 )
+from geomap_gan.training.task import recalibrate_batchnorm
 
 
 def main() -> None:

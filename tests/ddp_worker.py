@@ -8,7 +8,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from geomap_gan.training.loop import TrainConfig, Trainer, place_process
+from geomap_gan.training.config import TrainConfig
+from geomap_gan.training.loop import Trainer
+from geomap_gan.training.process import place_process
 
 
 def main(data_dir: str, out_dir: str) -> None:

@@ -86,7 +86,8 @@ def train(ctx: click.Context, data_dir: Path, resume: bool, overwrite: bool, **o
       geomap-gan train ../shared/data/maps286 --ngf 32 --batch-size 8 --epochs 30 \\
         --epochs-decay 30 --out runs/ngf32
     """
-    from geomap_gan.training.loop import Trainer, place_process
+    from geomap_gan.training.loop import Trainer
+    from geomap_gan.training.process import place_process
 
     opts["val_dir"] = str(opts["val_dir"]) if opts["val_dir"] else None
     cfg = TrainConfig(data_dir=str(data_dir), **opts)

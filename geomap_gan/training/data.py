@@ -66,9 +66,9 @@ def load_pair(path: Path, size: int) -> np.ndarray:
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
-            im.load()  # raises OSError on truncated/corrupt data
-            im = im.convert("RGB")
+        with Image.open(path) as opened:
+            opened.load()  # raises OSError on truncated/corrupt data
+            im = opened.convert("RGB")
     except Image.DecompressionBombError as exc:  # not an OSError: it would end the run
         raise OSError(f"larger than Pillow's decompression-bomb limit: {exc}") from exc
     w, h = im.size
@@ -80,7 +80,7 @@ def load_pair(path: Path, size: int) -> np.ndarray:
     out = np.empty((2, size, size, 3), np.uint8)
     for i, half in enumerate(halves):
         if half.size != (size, size):
-            half = half.resize((size, size), Image.BICUBIC)
+            half = half.resize((size, size), Image.Resampling.BICUBIC)
         out[i] = np.asarray(half)
     return out
 

@@ -41,7 +41,7 @@ from geomap_gan.model.nets import (
 )
 from geomap_gan.training.augment import Augment
 from geomap_gan.training.data import Direction, MapsDataset, centre_crop
-from geomap_gan.training.loop import map_l1_loss
+from geomap_gan.training.losses import map_l1_loss
 from geomap_gan.training.metrics import class_counts, eval_mode
 
 GAINS = (1.0, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3)

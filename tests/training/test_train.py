@@ -18,16 +18,11 @@ from geomap_gan.errors import CheckpointError, InputError
 from geomap_gan.legend import class_masks
 from geomap_gan.model.modelfile import load_model
 from geomap_gan.model.nets import to_model_range
+from geomap_gan.training.config import TrainConfig
 from geomap_gan.training.data import load_split
-from geomap_gan.training.loop import (
-    Placement,
-    TrainConfig,
-    Trainer,
-    lr_factor,
-    map_l1_loss,
-    place_process,
-    seed_process,
-)
+from geomap_gan.training.loop import Trainer, lr_factor
+from geomap_gan.training.losses import map_l1_loss
+from geomap_gan.training.process import Placement, place_process, seed_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -350,7 +345,7 @@ def test_a_clean_share_outside_0_to_1_is_refused_before_any_data_is_read(tmp_pat
 def test_batchnorm_recalibration_is_the_plain_average_of_batch_statistics(
     tiny_maps: Path, tmp_path: Path
 ) -> None:
-    from geomap_gan.training.loop import recalibrate_batchnorm
+    from geomap_gan.training.task import recalibrate_batchnorm
 
     trainer = seeded(tiny_cfg(tiny_maps, tmp_path, batch_size=2))
     g = trainer.G
