@@ -1,15 +1,23 @@
 """Output safety for every command that writes: one check, one atomic writer, stale-file cleanup.
 
-The rules, the same for render, render-many, train, evaluate, compile and download:
+The rules, the same for render (plain and ``--strips``), render-many (its outputs and
+``mosaic.vrt``), train (``--out``, its samples), evaluate (``--grid``), compile and download:
 
+- an input is a regular file or a GDAL virtual path (``/vsi...``, a URL): a FIFO or a device
+  would block or never end (:func:`check_input`);
 - an output is never an input, nor a file GDAL reads along with an input (``ds.files``: a VRT's
-  sources, ``.ovr``/``.aux.xml``/``.msk``/world-file sidecars), even through links;
+  sources, ``.ovr``/``.aux.xml``/``.msk``/world-file sidecars; :func:`gdal_files`), even
+  through links;
+- an output carries the suffix of what is written into it (``formats.check_suffix``);
 - nothing that exists is replaced without ``overwrite``, whatever it is (a raster, a text file,
   a truncated copy), and that is checked twice: before the work, and at the final rename, which
   without ``overwrite`` is a hard link that fails if a file appeared at the path meanwhile;
 - a file gets its final name only when complete (temp file in the target folder + rename);
-- temp files carry the host and pid of their writer, so a later run can remove the ones that a
-  killed run left (:func:`remove_stale`) without touching those of a run still going;
+- nothing this run did not create is ever deleted: temp files and scratch folders have names
+  unique per run (host, pid, a random token; shortened so that they stay under the 255-byte
+  name limit whatever the output is called), and every folder the tool makes holds a marker
+  file (:data:`MARKER`), so a later run removes what a killed run left
+  (:func:`remove_stale`) without touching those of a run still going, or folders the user made;
 - a write that fails on a (nearly) full disk says so in one line, whichever layer failed.
 """
 
@@ -17,14 +25,19 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
+import json
 import logging
 import os
+import shutil
 import socket
+import stat
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from geomap_gan.errors import GeomapGanError, OutputError, OutputExistsError
+from geomap_gan.errors import GeomapGanError, InputError, OutputError, OutputExistsError
+from geomap_gan.formats import OutputFormat, check_suffix
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +48,18 @@ WORLD_FILE_SUFFIXES = (".wld", ".tfw", ".tifw", ".jgw", ".pgw")
 # reports ENOSPC only as "Write failed. See previous exception" (RasterioIOError), and one
 # output block or a model file is a few MB.
 LOW_SPACE_BYTES = 16 << 20
-_HOST = socket.gethostname().replace(".", "_").replace("-", "_") or "host"
+_HOST = (socket.gethostname().replace(".", "_").replace("-", "_") or "host")[:32]
+MARKER = ".geomap-gan-made"
+"""A file in every folder the tool makes: what may be removed again is what holds it."""
+NAME_MAX = 255  # bytes of one file name on Linux, macOS and Windows file systems
+_SHORT_NAME = 64  # bytes of an output's name kept in its temp names, longer ones are hashed
+VIRTUAL_PREFIXES = ("/vsi",)
+
+
+def is_virtual(path: str | Path) -> bool:
+    """Whether GDAL reads ``path`` itself rather than a local file: ``/vsi...`` or a URL."""
+    text = str(path)
+    return text.startswith(VIRTUAL_PREFIXES) or "://" in text
 
 
 def current_umask() -> int:
@@ -60,15 +84,81 @@ def _sidecars(path: Path) -> list[Path]:
     return names + [path.with_suffix(s) for s in WORLD_FILE_SUFFIXES]
 
 
-def check_output(dst: str | Path, overwrite: bool, inputs: Iterable[str | Path] = ()) -> Path:
+def check_input(path: str | Path, what: str = "input") -> str | Path:
+    """``path`` if it is a regular file (links followed) or a GDAL virtual path; InputError for
+    a path that does not exist, a folder, or a FIFO, device or socket (reading one blocks or
+    never ends). Returns ``path`` unchanged."""
+    if is_virtual(path):
+        return path
+    try:
+        mode = os.stat(Path(path).expanduser()).st_mode
+    except FileNotFoundError:
+        raise InputError(f"{what} {path} does not exist; check the path") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {what} {path} ({exc.strerror}); check the path") from None
+    if stat.S_ISDIR(mode):
+        raise InputError(f"{what} {path} is a folder; give a file")
+    if not stat.S_ISREG(mode):
+        kind = "FIFO" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) else "device"
+        raise InputError(
+            f"{what} {path} is a {kind}, not a regular file; save the data to a file first"
+        )
+    return path
+
+
+def gdal_files(src: str | Path) -> list[str]:
+    """``src`` and every file GDAL opens for it (``ds.files``: a VRT's sources, overviews,
+    masks, metadata sidecars); just ``src`` when GDAL cannot open it (the render says why)."""
+    import warnings
+
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning, RasterioError
+
+    if not is_virtual(src):
+        check_input(src)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(src) as ds:
+                return [str(src), *ds.files]
+    except (RasterioError, OSError):
+        return [str(src)]
+
+
+def check_output(
+    dst: str | Path,
+    overwrite: bool,
+    inputs: Iterable[str | Path] = (),
+    fmt: OutputFormat | None = None,
+) -> Path:
     """Validate an output path before any work; returns it absolute.
 
-    OutputError when it is one of ``inputs`` (or a sidecar of one), a folder, or in a folder
-    that does not exist; OutputExistsError when it exists and ``overwrite`` is off.
+    OutputError when it is one of ``inputs`` (or a sidecar of one; pass :func:`gdal_files` of a
+    raster input), a folder or another non-regular file, in a folder that does not exist, has a
+    name too long for the file system, or does not carry a suffix of ``fmt``;
+    OutputExistsError when it exists and ``overwrite`` is off.
     """
     dst_path = Path(dst).expanduser().absolute()
+    _check_not_input(dst, dst_path, inputs)
+    if len(dst_path.name.encode()) > NAME_MAX:
+        raise OutputError(f"output name {dst_path.name[:40]}... is over {NAME_MAX} bytes long")
+    if fmt is not None:
+        check_suffix(dst_path, fmt)
+    folder = dst_path.parent
+    if not folder.is_dir():
+        raise OutputError(f"output folder {folder} does not exist; create it first")
+    if dst_path.is_dir():
+        raise OutputError(f"output {dst} is a folder; give a file name such as map.tif")
+    if dst_path.exists() and not dst_path.is_file():
+        raise OutputError(f"output {dst} is not a regular file (a FIFO or device); choose a file")
+    if (dst_path.exists() or dst_path.is_symlink()) and not overwrite:
+        raise OutputExistsError(f"output {dst} exists; pass --overwrite to replace it")
+    return dst_path
+
+
+def _check_not_input(dst: str | Path, dst_path: Path, inputs: Iterable[str | Path]) -> None:
     for src in inputs:
-        if str(src).startswith("/vsi"):
+        if is_virtual(src):
             continue
         src_path = Path(src).expanduser().absolute()
         if _same_file(dst_path, src_path):
@@ -80,20 +170,51 @@ def check_output(dst: str | Path, overwrite: bool, inputs: Iterable[str | Path] 
                 f"output {dst} is a sidecar file of the input {src_path.name} (GDAL reads it "
                 "with the input); choose another output path"
             )
-    folder = dst_path.parent
-    if not folder.is_dir():
-        raise OutputError(f"output folder {folder} does not exist; create it first")
-    if dst_path.is_dir():
-        raise OutputError(f"output {dst} is a folder; give a file name such as map.tif")
-    if (dst_path.exists() or dst_path.is_symlink()) and not overwrite:
-        raise OutputExistsError(f"output {dst} exists; pass --overwrite to replace it")
-    return dst_path
+
+
+def check_output_folder(
+    folder: str | Path, overwrite: bool, inputs: Iterable[str | Path] = ()
+) -> Path:
+    """Validate a folder the tool will fill and, with ``overwrite``, replace (``map_strips/``
+    of ``render --strips map.vrt``); returns it absolute. Refused when it exists without
+    ``overwrite``, when it is not a folder this tool made (no :data:`MARKER`: the user's),
+    or when an input lies inside it."""
+    path = Path(folder).expanduser().absolute()
+    if not (path.exists() or path.is_symlink()):
+        return path
+    if path.is_symlink() or not path.is_dir():
+        raise OutputError(f"{path} exists and is not a folder; move it away or rename the output")
+    for src in inputs:
+        if not is_virtual(src) and _inside(Path(src).expanduser().absolute(), path):
+            raise OutputError(f"input {src} lies inside {path}, which the output would replace")
+    if not made_here(path):
+        raise OutputError(
+            f"{path} exists and was not made by geomap-gan; move it away or rename the output"
+        )
+    if not overwrite:
+        raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
+    return path
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    real, base = os.path.realpath(path), os.path.realpath(folder)
+    return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
+
+
+def short_name(name: str) -> str:
+    """``name``, or for a long one its first characters and a hash of the whole: what temp and
+    scratch names carry, so that they stay under :data:`NAME_MAX` bytes."""
+    if len(name.encode()) <= _SHORT_NAME:
+        return name
+    head = name.encode()[: _SHORT_NAME - 14].decode(errors="ignore")
+    return f"{head}~{hashlib.sha256(name.encode()).hexdigest()[:12]}"
 
 
 def temp_path(dst: Path, tag: str = "") -> Path:
     """A unique hidden name beside ``dst`` that says who wrote it (host and pid)."""
     tag = f"{tag}." if tag else ""
-    return dst.parent / f".{dst.name}.{tag}{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+    token = uuid.uuid4().hex[:8]
+    return dst.parent / f".{short_name(dst.name)}.{tag}{_HOST}-{os.getpid()}-{token}.tmp"
 
 
 def _writer_of(path: Path) -> tuple[str, int] | None:
@@ -118,24 +239,84 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale(dst: Path) -> int:
-    """Remove the temp files of ``dst`` (:func:`temp_path` names) whose writer ran on this host
-    and is no longer alive: what a SIGKILL or a power cut left. Returns how many."""
+    """Remove the temp files and scratch folders of ``dst`` (:func:`temp_path` names) whose
+    writer ran on this host and is no longer alive: what a SIGKILL or a power cut left. A folder
+    goes only when it holds :data:`MARKER` (this tool made it). Returns how many."""
     removed = 0
     with contextlib.suppress(OSError):
-        for p in dst.parent.glob(f".{dst.name}.*.tmp"):
+        for p in dst.parent.glob(f".{short_name(dst.name)}.*.tmp"):
             writer = _writer_of(p)
             if writer is None or writer[0] != _HOST or _alive(writer[1]):
                 continue
             with contextlib.suppress(OSError):
-                if p.is_dir():
-                    import shutil
-
-                    shutil.rmtree(p)
+                if p.is_dir() and not p.is_symlink():
+                    if not remove_made_dir(p):
+                        continue
                 else:
                     p.unlink()
                 removed += 1
                 log.info("removed %s, left by a run that no longer exists", p)
     return removed
+
+
+def make_dir(path: Path, what: str = "") -> Path:
+    """Create the folder ``path`` (it must not exist) with :data:`MARKER` in it, which says that
+    this tool made it and so may remove it again. OutputError when it cannot."""
+    try:
+        path.mkdir()
+        (path / MARKER).write_text(
+            json.dumps({"what": what, "host": _HOST, "pid": os.getpid()}) + "\n"
+        )
+    except FileExistsError:
+        raise OutputError(f"{path} exists; move it away or choose another output") from None
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            path.rmdir()
+        raise OutputError(
+            f"cannot create the folder {path} ({exc.strerror}); choose a writable output folder"
+        ) from exc
+    return path
+
+
+def made_here(folder: Path) -> bool:
+    """Whether ``folder`` is a real folder (not a link) holding :data:`MARKER`."""
+    return folder.is_dir() and not folder.is_symlink() and (folder / MARKER).is_file()
+
+
+def remove_made_dir(folder: Path) -> bool:
+    """Remove ``folder`` and everything in it only if this tool made it (:func:`made_here`);
+    returns whether it did. The marker goes last, so an interrupted removal is retried."""
+    if not made_here(folder):
+        if folder.exists():
+            log.info("left %s alone: geomap-gan did not make it", folder)
+        return False
+    for child in folder.iterdir():
+        if child.name == MARKER:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                child.unlink()
+    shutil.rmtree(folder, ignore_errors=True)
+    return not folder.exists()
+
+
+def scratch_dir(dst: Path, tag: str) -> Path:
+    """A new hidden folder beside ``dst`` with a name unique to this run (:func:`temp_path`)
+    and :data:`MARKER` in it; a later run removes it if this one is killed."""
+    return make_dir(temp_path(dst, tag), tag)
+
+
+@contextlib.contextmanager
+def scratch(dst: Path, tag: str) -> Iterator[Path]:
+    """:func:`scratch_dir` for the duration, removed on the way out whatever happens."""
+    remove_stale(dst)
+    folder = scratch_dir(dst, tag)
+    try:
+        yield folder
+    finally:
+        remove_made_dir(folder)
 
 
 def publish(tmp: Path, dst: Path, overwrite: bool) -> None:
@@ -166,8 +347,6 @@ def publish(tmp: Path, dst: Path, overwrite: bool) -> None:
 
 def _nearly_full(folder: Path) -> bool:
     """Whether the filesystem of ``folder`` has under LOW_SPACE_BYTES free (False if unknown)."""
-    import shutil
-
     try:
         return shutil.disk_usage(folder).free < LOW_SPACE_BYTES
     except OSError:

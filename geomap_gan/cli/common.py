@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from geomap_gan import formats
 from geomap_gan.cli.app import DISK_FULL, disk_full
 from geomap_gan.errors import GeomapGanError, InputError
 from geomap_gan.rendering.options import (
@@ -183,8 +184,10 @@ _RENDER_OPTIONS = [
                   help="Area of interest: GeoJSON or WKT polygon, inline or a file."),
     click.option("--aoi-crs", default=None,
                   help="CRS of --aoi [default: named in it, else EPSG:4326]."),
-    click.option("--format", "driver", type=click.Choice(["GTiff", "COG"]), default=_RO.driver,
-                  show_default=True, help="COG: Cloud Optimized GeoTIFF with overviews."),
+    click.option("--format", "driver", type=click.Choice(list(formats.RENDER_FORMATS)),
+                  default=_RO.driver, show_default=True,
+                  help="; ".join(f"{f}: {formats.FORMATS[f].description}"
+                                 for f in formats.RENDER_FORMATS) + "."),
     click.option("--co", "creation_options", multiple=True, metavar="NAME=VALUE",
                   help="GDAL creation option of the output driver (repeatable)."),
     click.option("--harmonize/--no-harmonize", default=_RO.harmonize, show_default=True,

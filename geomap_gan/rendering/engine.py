@@ -148,7 +148,7 @@ def _plan(
         distance = domain_distance(scene_q, training)
         if options.harmonize:
             lut = harmonizing_lut(scene_q, training)
-    alpha = scene.has_nodata_mask(ds) or options.aoi is not None
+    alpha = scene.may_be_invalid(ds) or options.aoi is not None
     rows = engine.row_range or (0, grid.height)
     if rows[1] > grid.height:
         raise InputError(f"row_range {rows} goes past the render grid's {grid.height} rows")

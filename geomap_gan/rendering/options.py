@@ -4,18 +4,22 @@ QGIS algorithm's options, 1:1) and RenderResult. Light: no torch, no rasterio.""
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from geomap_gan import formats
 from geomap_gan.errors import InputError
 
 log = logging.getLogger(__name__)
 
 
 Progress = Callable[[int, int], None]
+MAX_BATCH = 4096  # windows per forward pass: more would ask for more memory than any device has
+MAX_THREADS = 1024
 
 
 Cancel = Callable[[], bool]
@@ -31,7 +35,8 @@ class RenderOptions:
     ``output_res``: ``model`` writes at the model's GSD, ``native`` at the input's pixel grid.
     ``aoi``: polygon(s) as GeoJSON/WKT text, a file holding either, or a shapely geometry, in
     ``aoi_crs`` (default: the CRS named in it, else EPSG:4326). ``creation_options`` are GDAL
-    creation options of the output driver (``--co``).
+    creation options of the output driver (``--co``). ``driver``: a ``render`` format of the
+    registry (:data:`geomap_gan.formats.RENDER_FORMATS`).
     """
 
     overlap: int = 32  # blended windows only (models without a bounded receptive field)
@@ -45,7 +50,7 @@ class RenderOptions:
     output_res: Literal["model", "native"] = "model"
     aoi: Any = None
     aoi_crs: str | None = None
-    driver: Literal["GTiff", "COG"] = "GTiff"
+    driver: str = formats.GTIFF.name  # a name of formats.RENDER_FORMATS
     creation_options: Mapping[str, str] = field(default_factory=dict)
     harmonize: bool = False  # map the scene's per-channel distribution onto the training one
     overwrite: bool = False
@@ -61,19 +66,26 @@ class RenderOptions:
             raise InputError(f"--overlap must be 0 to {tile // 2} pixels, got {self.overlap}")
         if not 64 <= self.window <= 8192:
             raise InputError(f"--window must be 64 to 8192 pixels, got {self.window}")
-        if self.threads < 0:
-            raise InputError(f"--threads must be 0 (auto) or more, got {self.threads}")
-        if self.batch_size < 0:
-            raise InputError(f"--batch-size must be 0 (auto) or more, got {self.batch_size}")
+        if not 0 <= self.threads <= MAX_THREADS:
+            raise InputError(f"--threads must be 0 (auto) to {MAX_THREADS}, got {self.threads}")
+        if not 0 <= self.batch_size <= MAX_BATCH:
+            raise InputError(
+                f"--batch-size must be 0 (auto) to {MAX_BATCH} windows, got {self.batch_size}"
+            )
         if self.gsd is not None and not 0.01 <= self.gsd <= 10_000:  # also refuses inf, NaN
             raise InputError(f"--gsd must be a positive number of metres, got {self.gsd}")
         if self.output_res not in ("model", "native"):
             raise InputError(f"--output-res must be model or native, got {self.output_res!r}")
-        if self.driver not in ("GTiff", "COG"):
-            raise InputError(f"--format must be GTiff or COG, got {self.driver!r}")
+        formats.render_format(self.driver)
+        if self.scale is not None and not all(math.isfinite(float(v)) for v in self.scale):
+            raise InputError(f"--scale needs two finite numbers, got {self.scale}")
         lo, hi = self.percentiles
-        if not 0 <= lo < hi <= 100:
+        if not 0 <= lo < hi <= 100:  # also refuses NaN
             raise InputError(f"percentiles must satisfy 0 <= low < high <= 100, got {lo}, {hi}")
+        if not 1 <= self.max_upscale <= 1000:
+            raise InputError(f"max_upscale must be 1 to 1000, got {self.max_upscale}")
+        if len(self.creation_options) > 64:
+            raise InputError(f"at most 64 --co options, got {len(self.creation_options)}")
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
-"""The last stage of the render path: the output file (tiled GTiff profile, alpha, creation
-options), block-row writing with AOI masking, resampling back to the input grid, COG conversion,
-and the chain that turns the rendered file into the user's output inside one atomic write."""
+"""The last stage of the render path: the output file (the registry's intermediate format,
+alpha, creation options), block-row writing with AOI masking, resampling back to the input grid,
+the copy into formats without Create (COG), and the chain that turns the rendered file into the
+user's output inside one atomic write. Every format decision reads :mod:`geomap_gan.formats`."""
 
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ from rasterio.io import DatasetReader, DatasetWriter
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from geomap_gan import files
+from geomap_gan import files, formats
 from geomap_gan.errors import InputError, OutputError
+from geomap_gan.formats import OutputFormat
 from geomap_gan.rendering.grid import Grid
 from geomap_gan.rendering.options import RenderOptions
 from geomap_gan.rendering.reader import RegionReader
@@ -31,45 +33,32 @@ from geomap_gan.rendering.scene import RGB, CorruptionWatch, one_line
 log = logging.getLogger(__name__)
 
 
-OUTPUT_BLOCK = 256  # pixels, GTiff tile side
+OUTPUT_BLOCK = formats.OUTPUT_BLOCK  # pixels, GTiff tile side
 
 
 def _upper_options(options: Mapping[str, str]) -> dict[str, str]:
-    return {str(k).upper(): str(v) for k, v in options.items()}
+    return formats.upper_options(options)
 
 
 def gtiff_options(alpha: bool, creation_options: Mapping[str, str] | None = None) -> dict[str, str]:
-    """GTiff creation options: tiled 256 px, DEFLATE with horizontal predictor, RGB photometric,
-    BigTIFF when needed; ``creation_options`` (``--co``) win."""
-    opts = {
-        "TILED": "YES",
-        "BLOCKXSIZE": str(OUTPUT_BLOCK),
-        "BLOCKYSIZE": str(OUTPUT_BLOCK),
-        "COMPRESS": "DEFLATE",
-        "PREDICTOR": "2",
-        "ZLEVEL": "1",  # libdeflate level 1: 4-5x faster than 6, files about 5% larger
-        "PHOTOMETRIC": "RGB",
-        "INTERLEAVE": "PIXEL",
-        "BIGTIFF": "IF_SAFER",
-    }
-    if alpha:
-        opts["ALPHA"] = "YES"
-    opts.update(_upper_options(creation_options or {}))
-    return opts
+    """Creation options of the rendered file (:data:`formats.INTERMEDIATE`, GTiff): tiled 256 px,
+    DEFLATE with horizontal predictor, RGB photometric, BigTIFF when needed; ``--co`` wins."""
+    return formats.INTERMEDIATE.options(creation_options, alpha=alpha)
 
 
 def create_output(
     path: Path, grid: Grid, alpha: bool, creation_options: Mapping[str, str] | None = None
 ) -> DatasetWriter:
-    """Open a new uint8 RGB(A) GeoTIFF on ``grid`` for writing."""
-    opts = gtiff_options(alpha, creation_options)
+    """Open a new uint8 RGB(A) GeoTIFF (:data:`formats.INTERMEDIATE`) on ``grid`` for writing."""
+    fmt = formats.INTERMEDIATE
+    opts = fmt.options(creation_options, alpha=alpha)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             dst = rasterio.open(
                 path,
                 "w",
-                driver="GTiff",
+                driver=fmt.driver,
                 width=grid.width,
                 height=grid.height,
                 count=4 if alpha else 3,
@@ -201,42 +190,33 @@ def resample_to_grid(
 
 def cog_options(creation_options: Mapping[str, str] | None = None) -> dict[str, str]:
     """COG driver options: 512 px tiles, DEFLATE with predictor, averaged overviews."""
-    opts = {
-        "BLOCKSIZE": "512",
-        "COMPRESS": "DEFLATE",
-        "PREDICTOR": "YES",
-        "LEVEL": "6",
-        "OVERVIEWS": "AUTO",
-        "OVERVIEW_RESAMPLING": "AVERAGE",
-        "BIGTIFF": "IF_SAFER",
-    }
-    opts.update(_upper_options(creation_options or {}))
-    return opts
+    return formats.COG.options(creation_options)
+
+
+def copy_to(
+    fmt: OutputFormat, src: Path, dst: Path, creation_options: Mapping[str, str] | None = None
+) -> None:
+    """Copy a rendered GeoTIFF into ``fmt`` (a driver without Create: COG's overviews, tiles
+    and header first)."""
+    from rasterio.shutil import copy as rio_copy
+
+    try:
+        rio_copy(str(src), str(dst), driver=fmt.driver, **fmt.options(creation_options))
+    except RasterioError as exc:
+        raise OutputError(
+            f"cannot write the {fmt.name} file ({one_line(exc)}); check --co options"
+        ) from exc
 
 
 def to_cog(src: Path, dst: Path, creation_options: Mapping[str, str] | None = None) -> None:
     """Copy a GeoTIFF into a Cloud Optimized GeoTIFF (overviews, tiles, header first)."""
-    from rasterio.shutil import copy as rio_copy
-
-    try:
-        rio_copy(str(src), str(dst), driver="COG", **cog_options(creation_options))
-    except RasterioError as exc:
-        raise OutputError(f"cannot write the COG ({one_line(exc)}); check --co options") from exc
+    copy_to(formats.COG, src, dst, creation_options)
 
 
 def check_suffix(dst: Path, driver: str) -> None:
-    """OutputError unless OUT is named as the GeoTIFF it will be (``map.png`` would hold TIFF
-    bytes that image viewers and GIS software then misread)."""
-    if dst.suffix.lower() not in (".tif", ".tiff"):
-        raise OutputError(
-            f"output {dst.name} must end in .tif or .tiff (geomap-gan writes {driver} GeoTIFF); "
-            f"for example {dst.with_suffix('.tif').name}"
-        )
-
-
-# Creation options whose value GDAL reads as a number of the GTiff and COG drivers.
-INTEGER_OPTIONS = frozenset(("BLOCKSIZE", "BLOCKXSIZE", "BLOCKYSIZE", "ZLEVEL", "ZSTD_LEVEL", "LEVEL",
-                             "JPEG_QUALITY", "QUALITY", "OVERVIEW_COUNT"))  # fmt: skip
+    """OutputError unless OUT is named as the file it will be (``map.png`` would hold TIFF
+    bytes that image viewers and GIS software then misread); see ``formats.check_suffix``."""
+    formats.check_suffix(dst, formats.get(driver))
 
 
 class _GdalWarnings(logging.Filter):
@@ -254,35 +234,23 @@ class _GdalWarnings(logging.Filter):
 
 
 def check_creation_options(driver: str, creation_options: Mapping[str, str]) -> None:
-    """InputError for a ``--co`` that GDAL would ignore (an unknown name, an unexpected value).
+    """InputError for a ``--co`` that GDAL would ignore (an unknown name, an unexpected value)
+    or that is out of bounds (a numeric option outside its range in the format registry).
 
     Why: GDAL only warns and writes the file without it (``COMPRESS=BOGUS`` gives an
-    uncompressed file), which ``--quiet`` hides. A 16 px dataset in memory, made with the
-    options, tells before anything is rendered; GDAL's own words name the option.
+    uncompressed file), which ``--quiet`` hides. The bounds come first (a 65536 px block would
+    be allocated by the trial itself); then a 16 px dataset in memory, made with the options,
+    tells before anything is rendered; GDAL's own words name the option.
     """
     if not creation_options:
         return
-    for name, value in _upper_options(creation_options).items():
-        if name in INTEGER_OPTIONS and not (value.isdigit() and int(value) > 0):
-            # checked here: GDAL's COG driver aborts the process on BLOCKSIZE=abc
-            raise InputError(f"--co {name}={value}: {name} must be a positive whole number")
-    from rasterio.io import MemoryFile
-    from rasterio.shutil import copy as rio_copy
-
+    fmt = formats.render_format(driver)
+    fmt.check_numbers(creation_options)
     gdal_log = logging.getLogger("rasterio._env")
     handler = _GdalWarnings()
     gdal_log.addFilter(handler)
-    profile = dict(width=16, height=16, count=3, dtype="uint8")
     try:
-        with warnings.catch_warnings(), MemoryFile() as mem:
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            if driver == "COG":  # COG has no Create: a copy of a plain GTiff, as to_cog does
-                with MemoryFile() as src_mem, src_mem.open(driver="GTiff", **profile) as src:
-                    rio_copy(src, mem.name, driver="COG", **cog_options(creation_options))
-            else:
-                opts = gtiff_options(False, creation_options)
-                with mem.open(driver="GTiff", **profile, **opts):
-                    pass
+        _trial_dataset(fmt, creation_options)
     except RasterioError as exc:
         memfile = r"\S*[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}\S*:\s*"  # the trial's own name
         detail = re.sub(memfile, "", one_line(exc))
@@ -293,9 +261,27 @@ def check_creation_options(driver: str, creation_options: Mapping[str, str]) -> 
     if bad:
         detail = bad[0].split(" in ", 1)[-1] if bad[0].startswith("CPLE_") else bad[0]
         raise InputError(
-            f"--co {_co_text(creation_options)}: {detail.rstrip('.')}; see the {driver} driver's "
-            f"creation options (gdalinfo --format {driver})"
+            f"--co {_co_text(creation_options)}: {detail.rstrip('.')}; see the {fmt.driver} "
+            f"driver's creation options (gdalinfo --format {fmt.driver})"
         )
+
+
+def _trial_dataset(fmt: OutputFormat, creation_options: Mapping[str, str]) -> None:
+    """Make a 16 px RGB dataset in memory with the options (through a copy where ``fmt`` has
+    no Create, as :func:`copy_to` does)."""
+    from rasterio.io import MemoryFile
+    from rasterio.shutil import copy as rio_copy
+
+    profile = dict(width=16, height=16, count=3, dtype="uint8")
+    base = formats.INTERMEDIATE
+    with warnings.catch_warnings(), MemoryFile() as mem:
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        if fmt.copy:
+            with MemoryFile() as src_mem, src_mem.open(driver=base.driver, **profile) as src:
+                rio_copy(src, mem.name, driver=fmt.driver, **fmt.options(creation_options))
+        else:
+            with mem.open(driver=fmt.driver, **profile, **fmt.options(creation_options)):
+                pass
 
 
 def _co_text(creation_options: Mapping[str, str]) -> str:
@@ -304,8 +290,8 @@ def _co_text(creation_options: Mapping[str, str]) -> str:
 
 def render_creation_options(options: RenderOptions, native: bool) -> Mapping[str, str]:
     """User creation options apply to the file the user gets; intermediates (resampled to the
-    input grid or copied to a COG afterwards) favour speed."""
-    if options.driver == "GTiff" and not native:
+    input grid or copied into a format without Create afterwards) favour speed."""
+    if not formats.render_format(options.driver).copy and not native:
         return options.creation_options
     return {"ZLEVEL": "1"}
 
@@ -323,14 +309,13 @@ def output_chain(
     dst: Path, options: RenderOptions, native: bool
 ) -> Iterator[tuple[Path, Callable[[Any, Any, Any], None]]]:
     """Where the tiles go and what turns that file into the output, all inside one atomic
-    output: the temp file itself (GTiff at model GSD), or intermediates beside it (native grid,
-    COG) that are removed whatever happens."""
-    from geomap_gan.rendering import output
-
+    output: the temp file itself (a format with Create, at model GSD), or intermediates beside
+    it (native grid, a ``copy`` format) that are removed whatever happens."""
+    fmt = formats.render_format(options.driver)
     scratch: list[Path] = []
     try:
         with files.atomic_output(dst, options.overwrite) as tmp:
-            if not native and options.driver == "GTiff":
+            if not native and not fmt.copy:
                 yield tmp, lambda ds, plan, watch: None
                 return
             render_path = files.temp_path(dst, "model")
@@ -339,19 +324,16 @@ def output_chain(
             def finish(ds: Any, plan: Any, watch: Any) -> None:
                 current = render_path
                 if native:
-                    target = tmp if options.driver == "GTiff" else files.temp_path(dst, "n")
+                    target = files.temp_path(dst, "n") if fmt.copy else tmp
                     if target != tmp:
                         scratch.append(target)
-                    alpha = plan.alpha
-                    co = options.creation_options if options.driver == "GTiff" else {}
-                    with opened(output.create_output(target, plan.native, alpha, co)) as out:
-                        output.resample_to_grid(
-                            current, out, ds, plan.bands, plan.aoi_native_px, watch
-                        )
+                    co = {} if fmt.copy else options.creation_options
+                    with opened(create_output(target, plan.native, plan.alpha, co)) as out:
+                        resample_to_grid(current, out, ds, plan.bands, plan.aoi_native_px, watch)
                     current = target
-                if options.driver == "COG":
+                if fmt.copy:
                     tmp.unlink()
-                    output.to_cog(current, tmp, options.creation_options)
+                    copy_to(fmt, current, tmp, options.creation_options)
 
             yield render_path, finish
     finally:

@@ -32,6 +32,12 @@ STATS_WINDOW = 128  # pixels
 STATS_FULL_READ_LIMIT = 4_000_000  # pixels: smaller scenes are read whole for statistics
 
 
+STATS_MIN_VALID = 4096  # valid pixels the windows must find, else the whole extent is sampled
+
+
+STATS_DECIMATED = 1_000_000  # pixels of the decimated read of the whole extent
+
+
 @dataclass(frozen=True)
 class Stretch:
     """Per-band linear map of [low, high] to [0, 255] (values outside are clipped)."""
@@ -72,32 +78,52 @@ def _stats_windows(width: int, height: int) -> list[Window]:
 def sample_pixels(ds: DatasetReader, bands: Sequence[int]) -> np.ndarray:
     """(3, N) float64 values of the valid pixels of a sample of the scene: the whole scene when
     small, else the overview nearest 1 MP when there is one, else an 8 x 8 grid of 128 px
-    windows (so a big scene is never read twice). InputError when no pixel is valid."""
-    samples: list[tuple[np.ndarray, np.ndarray]] = []
+    windows (so a big scene is never read twice). When the windows find fewer than
+    :data:`STATS_MIN_VALID` valid pixels (a large sparse scene: the data may lie between them),
+    the whole extent is read decimated to about 1 MP instead. Valid: inside the mask and
+    finite (NaN is invalid whether or not declared). InputError when no pixel is valid."""
     pixels = ds.width * ds.height
     overviews = ds.overviews(bands[0])
     try:
         if pixels <= STATS_FULL_READ_LIMIT:
-            samples.append((ds.read(list(bands)), ds.read_masks(list(bands))))
+            data, valid = _valid_values([(ds.read(list(bands)), ds.read_masks(list(bands)))])
         elif overviews:
             factor = min(overviews, key=lambda f: abs(pixels / f**2 - 1e6))
             shape = (3, max(1, ds.height // factor), max(1, ds.width // factor))
-            samples.append(
-                (ds.read(list(bands), out_shape=shape), ds.read_masks(list(bands), out_shape=shape))
-            )
+            data, valid = _decimated(ds, bands, shape)
         else:
-            for w in _stats_windows(ds.width, ds.height):
-                samples.append(
-                    (ds.read(list(bands), window=w), ds.read_masks(list(bands), window=w))
-                )
+            windows = _stats_windows(ds.width, ds.height)
+            data, valid = _valid_values(
+                [(ds.read(list(bands), window=w), ds.read_masks(list(bands), window=w))
+                 for w in windows]
+            )  # fmt: skip
+            if valid.sum() < STATS_MIN_VALID:
+                scale = math.sqrt(pixels / STATS_DECIMATED)
+                shape = (3, max(1, round(ds.height / scale)), max(1, round(ds.width / scale)))
+                data, valid = _decimated(ds, bands, shape)
     except RasterioError as exc:
         raise corrupt_input(ds.name, exc) from exc
-    data = np.concatenate([d.reshape(3, -1) for d, _ in samples], axis=1).astype(np.float64)
-    valid = np.concatenate([(m > 0).any(axis=0).ravel() for _, m in samples])
-    valid &= np.isfinite(data).all(axis=0)
     if not valid.any():
         raise InputError(f"{ds.name} has no valid pixels (all nodata); nothing to render")
     return data[:, valid]
+
+
+def _decimated(
+    ds: DatasetReader, bands: Sequence[int], shape: tuple[int, int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Values and validity of the whole extent read at ``shape`` (GDAL uses an overview when
+    there is one, else reads decimated)."""
+    return _valid_values(
+        [(ds.read(list(bands), out_shape=shape), ds.read_masks(list(bands), out_shape=shape))]
+    )
+
+
+def _valid_values(samples: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """(3, N) float64 values and (N,) validity of (data, masks) samples."""
+    data = np.concatenate([d.reshape(3, -1) for d, _ in samples], axis=1).astype(np.float64)
+    valid = np.concatenate([(m > 0).any(axis=0).ravel() for _, m in samples])
+    valid &= np.isfinite(data).all(axis=0)
+    return data, valid
 
 
 def percentile_stretch(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
@@ -23,6 +24,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.io import DatasetReader
 from rasterio.vrt import WarpedVRT
 
+from geomap_gan import files
 from geomap_gan.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -32,12 +34,11 @@ RGB = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
 
 
 def open_raster(path: str | Path) -> DatasetReader:
-    """Open a raster for reading; InputError if it is missing or GDAL cannot read it."""
-    p = Path(path)
-    if not str(path).startswith("/vsi") and not p.exists():
-        raise InputError(f"input {path} does not exist; check the path")
-    if p.is_dir():
+    """Open a raster for reading; InputError if it is missing, not a regular file or GDAL
+    virtual path (a FIFO would block GDAL forever), or GDAL cannot read it."""
+    if not files.is_virtual(path) and Path(path).is_dir():
         raise InputError(f"input {path} is a folder; give a raster file such as scene.tif")
+    files.check_input(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -59,7 +60,14 @@ def is_georeferenced(ds: DatasetReader) -> bool:
 
 
 def check_georeferencing(ds: DatasetReader, allow_ungeoreferenced: bool) -> bool:
-    """True when georeferenced; raises InputError when not, unless allowed (then False)."""
+    """True when georeferenced; raises InputError when not, unless allowed (then False), and
+    for a geotransform no grid can be built on (NaN, infinite or zero pixel size)."""
+    t = ds.transform
+    if not all(math.isfinite(v) for v in tuple(t)[:6]) or t.a == 0 or t.e == 0:
+        raise InputError(
+            f"{ds.name} has an unusable geotransform ({', '.join(f'{v:g}' for v in tuple(t)[:6])}"
+            "): NaN, infinite or zero pixel size; fix its georeferencing (gdal_edit.py -a_ullr)"
+        )
     if not is_georeferenced(ds):
         if allow_ungeoreferenced:
             log.warning("%s has no CRS or geotransform: rendering at its own resolution", ds.name)
@@ -71,7 +79,6 @@ def check_georeferencing(ds: DatasetReader, allow_ungeoreferenced: bool) -> bool
             f"{ds.name} has {what}; georeference it (e.g. gdalwarp) or pass "
             "--allow-ungeoreferenced to render it in pixel space"
         )
-    t = ds.transform
     if t.b != 0 or t.d != 0:
         raise InputError(
             f"{ds.name} has a rotated or sheared geotransform; warp it north-up first "
@@ -118,6 +125,13 @@ def alpha_band(ds: DatasetReader | WarpedVRT) -> int | None:
 def has_nodata_mask(ds: DatasetReader | WarpedVRT) -> bool:
     """Whether any band has a nodata value, alpha band or mask (anything but all-valid)."""
     return any(flags != [MaskFlags.all_valid] for flags in ds.mask_flag_enums)
+
+
+def may_be_invalid(ds: DatasetReader | WarpedVRT) -> bool:
+    """Whether some pixels may be invalid, so the output needs an alpha band: a nodata value,
+    alpha band or mask, or floating-point data, where NaN is never a colour whether or not the
+    file declares it as nodata (the reader treats it as invalid either way)."""
+    return has_nodata_mask(ds) or any(np.dtype(d).kind == "f" for d in ds.dtypes)
 
 
 def corrupt_input(name: str, exc: BaseException | str) -> InputError:

@@ -267,9 +267,10 @@ def test_float_nan_is_nodata(tmp_path):
     src = write_geotiff(tmp_path / "f64.tif", data, photometric="MINISBLACK")
     render(src, tmp_path / "out.tif", identity_model(), opts())
     with rasterio.open(tmp_path / "out.tif") as o:
-        # no nodata flag in the input, so no alpha: NaN pixels come out black
-        assert o.count == 3
-        assert (o.read()[:, :5] == 0).all()
+        # no nodata flag in the input, yet NaN is no colour: transparent, not opaque black
+        assert o.count == 4
+        assert (o.read(4)[:5] == 0).all() and (o.read(4)[5:] == 255).all()
+        assert (o.read([1, 2, 3])[:, :5] == 0).all()
 
 
 # ---- progress, cancel, strips ----------------------------------------------------------------------
