@@ -26,7 +26,7 @@ from _machine import describe  # noqa: E402
 
 from geomap_gan.model.modelfile import default_model_path, load_model  # noqa: E402
 from geomap_gan.model.nets import to_model_range, to_uint8  # noqa: E402
-from geomap_gan.training.config import MAPS_ORIGINAL_GSD, MAPS_ORIGINAL_SIZE  # noqa: E402
+from geomap_gan.model.registry import MAPS_ORIGINAL_GSD, MAPS_ORIGINAL_SIZE  # noqa: E402
 from geomap_gan.training.data import load_split  # noqa: E402
 from geomap_gan.training.metrics import CLASSES, MetricAccumulator  # noqa: E402
 

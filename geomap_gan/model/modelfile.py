@@ -22,12 +22,13 @@ import torch
 from geomap_gan import files
 from geomap_gan.errors import ModelFileError
 from geomap_gan.model.nets import UnetGenerator
-from geomap_gan.training.config import (
+from geomap_gan.model.registry import (
     MAPS_ORIGINAL_GSD,
     MAPS_ORIGINAL_SIZE,
     NGF_RANGE,
     NUM_DOWNS_RANGE,
     TILE_SIZE_RANGE,
+    architecture,
 )
 
 log = logging.getLogger(__name__)
@@ -86,19 +87,16 @@ class ModelCard:
                 raise ModelFileError(f"model card field {name} is {value!r}, not a number")
             if not (lo <= value <= hi):  # type: ignore[operator]  # also refuses NaN
                 raise ModelFileError(f"model card field {name}={value!r} is outside {lo}..{hi}")
-        if self.arch != "unet_256":
-            raise ModelFileError(f"unsupported architecture {self.arch!r}; expected 'unet_256'")
+        arch = architecture(self.arch)
         if self.norm not in ("batch", "instance") or not isinstance(self.antialias, bool):
             raise ModelFileError(f"model card norm {self.norm!r} or antialias is malformed")
-        if self.tile_size % 2**self.num_downs:
+        if self.tile_size % arch.stride(self):
             raise ModelFileError(
-                f"model card tile_size {self.tile_size} is not a multiple of 2**num_downs "
-                f"({2**self.num_downs}); the file is damaged or not a geomap-gan model"
+                f"model card tile_size {self.tile_size} is not a multiple of the network's "
+                f"stride ({arch.stride(self)}); the file is damaged or not a geomap-gan model"
             )
         if self.receptive_field:
-            from geomap_gan.model.nets import receptive_radius
-
-            actual = receptive_radius(self.num_downs, self.antialias)
+            actual = arch.receptive_field(self)
             if self.receptive_field != actual:
                 raise ModelFileError(
                     f"model card says receptive field {self.receptive_field} px, the "
@@ -144,15 +142,8 @@ class MapModel:
 
 
 def build_generator(card: ModelCard) -> UnetGenerator:
-    """The empty generator a (validated) card describes."""
-    return UnetGenerator(
-        card.in_channels,
-        card.out_channels,
-        card.ngf,
-        card.num_downs,
-        norm=card.norm,  # type: ignore[arg-type]
-        antialias=card.antialias,
-    )
+    """The empty generator a (validated) card describes, built by its registered architecture."""
+    return architecture(card.arch).build(card)  # type: ignore[return-value]
 
 
 def save_model(model: MapModel, path: str | Path, half: bool = True) -> Path:

@@ -31,6 +31,7 @@ import torch
 from geomap_gan import files
 from geomap_gan.errors import InputError
 from geomap_gan.model.modelfile import MapModel, ModelCard, load_model
+from geomap_gan.model.registry import architecture
 from geomap_gan.rendering import output, reader, scene
 from geomap_gan.rendering.blend import grid_weights
 from geomap_gan.rendering.grid import Grid, model_grid
@@ -240,7 +241,7 @@ def tile_grid(card: ModelCard, options: RenderOptions, grid: Grid | _SizeOnly) -
     ``tile_size`` windows blended over ``options.overlap``."""
     if card.receptive_field <= 0:
         return TileGrid.over(grid.width, grid.height, card.tile_size, options.overlap)
-    multiple = 2**card.num_downs
+    multiple = architecture(card.arch).stride(card)
     margin = round_up(card.receptive_field, multiple)
     phase = (0, 0)
     if grid.crs is not None and grid.transform is not None:

@@ -7,19 +7,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from geomap_gan.errors import InputError
+from geomap_gan.model.registry import (
+    MAPS_ORIGINAL_GSD,
+    MAPS_ORIGINAL_SIZE,
+    NGF_RANGE,
+    NUM_DOWNS_RANGE,
+    TILE_SIZE_RANGE,
+)
 
 if TYPE_CHECKING:
     from geomap_gan.training.augment import Augment
 
 GanMode = Literal["vanilla", "lsgan", "hinge"]
-# pix2pix maps: 600 px originals at about 0.905 m/px (Google z17 at New York's latitude).
-MAPS_ORIGINAL_GSD = 0.9
-MAPS_ORIGINAL_SIZE = 600
-# The generator sizes a model card may declare (modelfile.ModelCard.validate), inclusive: the
-# trainer refuses to train outside them, since the renderer would refuse the model it exports.
-NGF_RANGE = (1, 256)
-NUM_DOWNS_RANGE = (5, 9)
-TILE_SIZE_RANGE = (32, 4096)
 
 
 def opt(default: Any, help: str) -> Any:
