@@ -44,13 +44,7 @@ from geomap_gan.rendering.options import (
     RenderResult,
 )
 from geomap_gan.rendering.output import opened, output_chain, render_creation_options
-from geomap_gan.rendering.pipeline import (
-    ProgressCounter,
-    column_panels,
-    run_tiles,
-    touching,
-    window_rows,
-)
+from geomap_gan.rendering.pipeline import ProgressCounter, run_tiles
 from geomap_gan.rendering.radiometry import (
     DOMAIN_WARNING_LEVELS,
     channel_quantiles,
@@ -58,7 +52,16 @@ from geomap_gan.rendering.radiometry import (
     harmonizing_lut,
 )
 from geomap_gan.rendering.resample import render_source
-from geomap_gan.rendering.windows import AoiFilter, TileGrid, fitting_window, round_up
+from geomap_gan.rendering.windows import (
+    AoiFilter,
+    TileGrid,
+    column_panels,
+    fitting_window,
+    lattice_phase,
+    round_up,
+    touching,
+    window_rows,
+)
 
 if TYPE_CHECKING:
     import rasterio
@@ -222,16 +225,6 @@ def prepare_compiled(
     weights = grid_weights(tiles)
     batch = batch_size_for(options, device, tiles.tile)
     return TileRunner(mapmodel, device, options.amp, weights, batch, compile=True).compiled
-
-
-def lattice_phase(transform: Affine, multiple: int) -> tuple[int, int]:
-    """Window start offsets (x, y) modulo ``multiple`` that put windows on the CRS lattice of
-    the render grid's pixel size: column ``-c/a`` and row ``-f/e`` of the grid's origin counted
-    from the CRS origin. Two scenes on the same lattice then share the network's stride phase
-    and agree exactly where they overlap, wherever each one starts."""
-    col = round(transform.c / transform.a) if transform.a else 0
-    row = round(transform.f / transform.e) if transform.e else 0
-    return (-col) % multiple, (-row) % multiple
 
 
 def tile_grid(card: ModelCard, options: RenderOptions, grid: Grid | _SizeOnly) -> TileGrid:

@@ -18,7 +18,7 @@ from geomap_gan.errors import RenderCancelled
 from geomap_gan.rendering.blend import StripAccumulator
 from geomap_gan.rendering.inference import TileRunner
 from geomap_gan.rendering.options import Cancel, Progress, RenderOptions
-from geomap_gan.rendering.windows import AoiFilter, TileGrid, TileWindow
+from geomap_gan.rendering.windows import AoiFilter, TileGrid, TileWindow, touching
 
 log = logging.getLogger(__name__)
 
@@ -188,26 +188,6 @@ def _write_strips(writer: StripSink, strips: queue.Queue, stop: threading.Event)
     if not stop.is_set():
         writer.close()
     log.debug("writer thread: writing %.1f s CPU", busy)
-
-
-def touching(offsets: tuple[int, ...], size: int, start: int, stop: int) -> range:
-    """Indexes of the windows (starting at ``offsets``) that touch ``[start, stop)``."""
-    touching = [k for k, o in enumerate(offsets) if o < stop and o + size > start]
-    return range(touching[0], touching[-1] + 1)
-
-
-def window_rows(tiles: TileGrid, start: int, stop: int) -> range:
-    """Grid rows (0-based) whose windows touch raster rows ``[start, stop)``."""
-    return touching(tiles.ys, tiles.tile, start, stop)
-
-
-def column_panels(width: int, panel: int, block: int) -> list[tuple[int, int]]:
-    """Raster columns split into panels of about ``panel`` pixels starting on multiples of
-    ``block`` (whole output blocks per write); one panel when ``panel`` is 0 or covers all."""
-    if panel <= 0 or width <= panel:
-        return [(0, width)]
-    step = max(block, panel // block * block)
-    return [(c, min(c + step, width)) for c in range(0, width, step)]
 
 
 class ProgressCounter:

@@ -13,11 +13,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from shapely import prepared
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
+
+if TYPE_CHECKING:
+    from affine import Affine
 
 
 @dataclass(frozen=True)
@@ -188,3 +192,33 @@ def reflect_index(index: np.ndarray, length: int) -> np.ndarray:
     period = 2 * (length - 1)
     folded = np.mod(index, period)
     return np.where(folded >= length, period - folded, folded)
+
+
+def touching(offsets: tuple[int, ...], size: int, start: int, stop: int) -> range:
+    """Indexes of the windows (starting at ``offsets``) that touch ``[start, stop)``."""
+    touching = [k for k, o in enumerate(offsets) if o < stop and o + size > start]
+    return range(touching[0], touching[-1] + 1)
+
+
+def window_rows(tiles: TileGrid, start: int, stop: int) -> range:
+    """Grid rows (0-based) whose windows touch raster rows ``[start, stop)``."""
+    return touching(tiles.ys, tiles.tile, start, stop)
+
+
+def column_panels(width: int, panel: int, block: int) -> list[tuple[int, int]]:
+    """Raster columns split into panels of about ``panel`` pixels starting on multiples of
+    ``block`` (whole output blocks per write); one panel when ``panel`` is 0 or covers all."""
+    if panel <= 0 or width <= panel:
+        return [(0, width)]
+    step = max(block, panel // block * block)
+    return [(c, min(c + step, width)) for c in range(0, width, step)]
+
+
+def lattice_phase(transform: Affine, multiple: int) -> tuple[int, int]:
+    """Window start offsets (x, y) modulo ``multiple`` that put windows on the CRS lattice of
+    the render grid's pixel size: column ``-c/a`` and row ``-f/e`` of the grid's origin counted
+    from the CRS origin. Two scenes on the same lattice then share the network's stride phase
+    and agree exactly where they overlap, wherever each one starts."""
+    col = round(transform.c / transform.a) if transform.a else 0
+    row = round(transform.f / transform.e) if transform.e else 0
+    return (-col) % multiple, (-row) % multiple

@@ -22,8 +22,8 @@ from geomap_gan.model.nets import (
     init_weights,
     receptive_radius,
 )
-from geomap_gan.rendering.engine import RenderOptions, lattice_phase, render, tile_grid
-from geomap_gan.rendering.windows import TileGrid, core_offsets, fitting_window
+from geomap_gan.rendering.engine import RenderOptions, render, tile_grid
+from geomap_gan.rendering.windows import TileGrid, core_offsets, fitting_window, lattice_phase
 
 RES = 2.0
 
