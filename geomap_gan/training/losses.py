@@ -38,8 +38,7 @@ def map_l1_loss(fake: torch.Tensor, real: torch.Tensor, road_weight: float) -> t
     map's road pixels (legend.ROAD_MIN in every channel) and normalised by the weights' sum.
 
     Why: the road class needs a pixel white in every channel; plain L1 lets a generator paint
-    streets a few grey levels short of that (v4: 27% of real road pixels at 230-247, scored as
-    missed), and roads are a small share of the pixels, so their error barely moves the mean.
+    streets a few grey levels short of that (scored as missed), and roads are a small share of the pixels, so their error barely moves the mean.
     """
     err = (fake.float() - real.float()).abs()
     if road_weight == 0:

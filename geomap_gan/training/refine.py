@@ -2,14 +2,14 @@
 
 - :func:`average_generators`: the weights of two runs of one architecture, interpolated (a
   "model soup"); the BatchNorm statistics must then be re-estimated
-  (:func:`geomap_gan.training.loop.recalibrate_batchnorm`), because averaged weights do not have
+  (:func:`geomap_gan.training.task.recalibrate_batchnorm`), because averaged weights do not have
   averaged activation statistics.
 - :func:`fit_output_gain` and :func:`fold_output_gain`: one gain on the last layer's pre-tanh
   output, the same for R, G and B, chosen to maximise the map-class mIoU on training pairs, then
   folded into that layer's weights, so the file keeps the architecture and the renderer needs
-  nothing new. Not a gain per channel: fitted so, it scored 0.0015 more val mIoU by tinting the
-  map (v9 + v15c: gains 0.95 / 1.15 / 1.1 turned the background's median from 233/230/223, as
-  the real maps have it, to a mint 233/239/231), which the colour rules reward and users do not.
+  nothing new. Not a gain per channel: fitted so, it buys a little mIoU by tinting the map (the
+  background turns from the real maps' beige to mint), which the colour rules reward and users do
+  not.
 - :func:`fit_decoder_head`: the outermost decoder levels refitted, the rest frozen, against the
   colour rules the map is scored by (a soft map-class IoU) with its colours kept.
 
@@ -17,7 +17,7 @@ Why: a 2-core CPU buys about 1,000 training updates a session, and runs with and
 adversarial term draw different things well (highways and parks; roads). Averaging two such runs
 from one start keeps most of each. The gain exists because pix2pix's tanh reaches the maps'
 pure-white street fill (every channel >= ``legend.ROAD_MIN``) only for large pre-activations,
-which the L1 term pushes towards slowly: v9's median over val's real road pixels was 247.
+which the L1 term pushes towards slowly: generated streets tend to stop a few grey levels short.
 """
 
 from __future__ import annotations
@@ -122,8 +122,7 @@ def fold_output_gain(g: UnetGenerator, gain: float) -> None:
 
 @dataclass(frozen=True)
 class HeadFit:
-    """Settings of :func:`fit_decoder_head`; the defaults made the v18 candidate from v16 (README:
-    not shipped, it depends more on the stride phase)."""
+    """Settings of :func:`fit_decoder_head` (docs/training-log.md records what they produced)."""
 
     depth: int = 4  # decoder levels refitted, from the output inwards
     epochs: int = 8
@@ -274,8 +273,8 @@ def fit_decoder_head(
 
     Why: pix2pix's adversarial term and L1 do not aim at the colour rules the map is scored by,
     and a head fit costs CPU minutes where a training run costs hours. It has no shift term:
-    measure ``benchmarks/render_consistency.py`` on the result (the v18 candidate gained val
-    mIoU and lost consistency across stride phases).
+    measure ``benchmarks/render_consistency.py`` on the result: a head fit can gain val mIoU and
+    lose consistency across stride phases.
     """
     head = DecoderHead(g, cfg.depth)
     idx = np.arange(len(pairs))

@@ -139,9 +139,8 @@ class Pix2PixTask:
         """Move the average a step towards G's new weights.
 
         Why: a GAN generator's weights wander with the discriminator from update to update; their
-        running average is a smoother, usually better generator (Yazici et al. 2019; neutral on
-        a 450-update restart from v9: README, the v14 candidate), at the cost of one lerp per
-        tensor. Buffers (BatchNorm statistics) are copied, then recalibrated for
+        running average is a smoother, usually better generator (Yazici et al. 2019), at the cost
+        of one lerp per tensor. Buffers (BatchNorm statistics) are copied, then recalibrated for
         the average before it is validated or exported."""
         assert self.G_ema is not None
         g, decay = unwrap(self.G), self.cfg.ema_decay
@@ -157,10 +156,9 @@ class Pix2PixTask:
 
         During the first ``d_warmup`` updates G is not updated (its losses are still computed
         and logged): a warm-started G otherwise meets a discriminator from scratch, whose first
-        gradients are uninformed (on v6 it did not prevent the val drop after a rate restart:
-        README, the v8 candidate). With ``lambda_gan`` 0 the discriminator is neither run nor
-        updated (its losses log as nan): an update costs a quarter on a CPU, but the classes
-        scored worse from v9 (README, the v15 candidates)."""
+        gradients are uninformed. With ``lambda_gan`` 0 the discriminator is neither run nor
+        updated (its losses are not logged): an update costs a quarter on a CPU, but the
+        classes a discriminator teaches (highways, parks) come out weaker."""
         cfg = self.cfg
         a = a.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         b = b.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
