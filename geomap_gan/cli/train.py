@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import logging
 import typing
 from collections.abc import Callable
@@ -35,7 +36,11 @@ def _tqdm_train_progress(quiet: bool) -> Callable[[dict[str, float]], None] | No
             )
         bar["tqdm"].update(1)
         bar["tqdm"].set_postfix(
-            {k: f"{p[k]:.3f}" for k in ("G_GAN", "G_L1", "G_shift", "D_real", "D_fake") if k in p}
+            {
+                k: f"{p[k]:.3f}"
+                for k in ("G_GAN", "G_L1", "G_shift", "D_real", "D_fake")
+                if k in p and not math.isnan(p[k])
+            }  # a term that is off shows nothing
         )
         if p["batch"] >= p["batches"]:
             bar.pop("tqdm").close()

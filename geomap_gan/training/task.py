@@ -157,7 +157,7 @@ class Pix2PixTask:
         During the first ``d_warmup`` updates G is not updated (its losses are still computed
         and logged): a warm-started G otherwise meets a discriminator from scratch, whose first
         gradients are uninformed. With ``lambda_gan`` 0 the discriminator is neither run nor
-        updated (its losses are not logged): an update costs a quarter on a CPU, but the
+        updated (its losses log as nan; the progress bar leaves them out): an update costs a quarter on a CPU, but the
         classes a discriminator teaches (highways, parks) come out weaker."""
         cfg = self.cfg
         a = a.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)

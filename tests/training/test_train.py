@@ -360,3 +360,18 @@ def test_batchnorm_recalibration_is_the_plain_average_of_batch_statistics(
     before = bn.running_mean.clone()
     recalibrate_batchnorm(g, trainer.train_pairs, trainer.cfg, trainer.device)
     assert torch.equal(before, bn.running_mean)  # deterministic
+
+
+def test_cli_progress_leaves_out_the_terms_that_are_off(tiny_maps: Path, tmp_path: Path) -> None:
+    """With --lambda-gan 0 the discriminator is not run: the bar shows G_L1, never a NaN."""
+    from click.testing import CliRunner
+
+    from geomap_gan.cli import cli
+
+    args = ["train", str(tiny_maps), "--out", str(tmp_path / "run"), "--ngf", "4", "--ndf", "8",
+            "--num-downs", "5", "--batch-size", "4", "--epochs", "1", "--epochs-decay", "0",
+            "--load-size", "264", "--val-subset", "4", "--samples", "2", "--threads", "1",
+            "--no-amp", "--device", "cpu", "--lambda-gan", "0", "--bn-recalibrate", "0"]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "G_L1=" in result.output and "nan" not in result.output.lower()
