@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import logging
+import math
 import typing
 from collections.abc import Callable
 from pathlib import Path
