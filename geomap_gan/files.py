@@ -139,7 +139,7 @@ def check_output(
     OutputExistsError when it exists and ``overwrite`` is off.
     """
     dst_path = Path(dst).expanduser().absolute()
-    _check_not_input(dst, dst_path, inputs)
+    check_not_input(dst_path, inputs)
     if len(dst_path.name.encode()) > NAME_MAX:
         raise OutputError(f"output name {dst_path.name[:40]}... is over {NAME_MAX} bytes long")
     if fmt is not None:
@@ -156,7 +156,9 @@ def check_output(
     return dst_path
 
 
-def _check_not_input(dst: str | Path, dst_path: Path, inputs: Iterable[str | Path]) -> None:
+def check_not_input(dst: Path, inputs: Iterable[str | Path]) -> None:
+    """OutputError when ``dst`` is one of ``inputs`` or a sidecar GDAL would read with one."""
+    dst_path = Path(dst).expanduser().absolute()
     for src in inputs:
         if is_virtual(src):
             continue

@@ -36,7 +36,8 @@ from geomap_gan.distributed import (  # noqa: E402
     render_strips,
     write_vrt,
 )
-from geomap_gan.errors import InputError  # noqa: E402
+from geomap_gan import files  # noqa: E402
+from geomap_gan.errors import InputError, OutputError  # noqa: E402
 from geomap_gan.rendering.engine import RenderOptions, render  # noqa: E402
 
 OPTS = RenderOptions(overlap=8, batch_size=8, device="cpu")
@@ -111,6 +112,11 @@ def scenes(geotiff_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+def staging(out: Path) -> list[Path]:
+    """The staging folders of render-many runs in ``out``."""
+    return list(out.glob(f".{STAGING_DIR}.*"))
+
+
 def read_all(path: Path) -> np.ndarray:
     with rasterio.open(path) as ds:
         return ds.read()
@@ -149,7 +155,7 @@ def test_missing_input_and_clashing_names_fail_before_any_work(tmp_path: Path, m
     with pytest.raises(InputError, match="would both be written"):
         render_many([tmp_path / "a/s.tif", tmp_path / "b/s.tif"], tmp_path / "o", model_file, OPTS,
                     scheduler="x")  # fmt: skip
-    with pytest.raises(InputError, match="would replace the input"):
+    with pytest.raises(OutputError, match="is the input"):
         render_many([tmp_path / "a/s.tif"], tmp_path / "a", model_file, OPTS, scheduler="x")
 
 
@@ -163,7 +169,7 @@ def test_many_real_scenes(scenes: Path, model_file: Path, client: Client, tmp_pa
     assert [Path(s.src).name for s in report.failed] == ["zz_truncated.tif"]
     assert "truncated or corrupt" in report.failed[0].error  # the engine's one-line message
     assert len(report.rendered) == 6 and seen[-1] == (7, 7)
-    assert not (out / "zz_truncated.tif").exists() and not (out / STAGING_DIR).exists()
+    assert not (out / "zz_truncated.tif").exists() and not staging(out)
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [MOSAIC_NAME] + [f"{Path(s.src).stem}.tif" for s in report.rendered]
     )
@@ -196,9 +202,13 @@ def test_resume_skips_complete_outputs(
     first = render_many(quarters[:2], out, model_file, OPTS, scheduler=client)  # "interrupted"
     assert len(first.rendered) == 2
     stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("naip_*.tif")}
-    # what a crash leaves: a killed worker's staging folder, and a damaged file under a final name
-    (out / STAGING_DIR / "naip_q10.tif").mkdir(parents=True)
-    (out / STAGING_DIR / "naip_q10.tif" / ".naip_q10.tif.x.tmp").write_bytes(b"partial")
+    # what a crash leaves: a killed run's staging folder, and a damaged file under a final name
+    dead = files.temp_path(out / STAGING_DIR, "run")
+    dead = dead.with_name(dead.name.replace(f"-{os.getpid()}-", "-999999999-"))
+    files.make_dir(dead)
+    (files.make_dir(dead / "naip_q10.tif") / ".naip_q10.tif.x.tmp").write_bytes(b"partial")
+    users = out / f".{STAGING_DIR}.mine.tmp"  # the user's folder of that kind of name: kept
+    users.mkdir()
     # a truncated copy under a scene's name is the user's file: reported, never replaced
     damaged = (out / "naip_q00.tif").read_bytes()[:5000]
     (out / "naip_q11.tif").write_bytes(damaged)
@@ -211,7 +221,8 @@ def test_resume_skips_complete_outputs(
     assert (out / "naip_q11.tif").read_bytes() == damaged
     assert {n: (out / n).stat().st_mtime_ns for n in stamps} == stamps  # skipped: untouched
     assert all(is_complete(out / f"naip_q{k}.tif") for k in ("00", "01", "10"))
-    assert not (out / STAGING_DIR).exists()
+    assert staging(out) == [users] and not dead.exists()
+    users.rmdir()
     (out / "naip_q11.tif").unlink()
     third = render_many(quarters, out, model_file, OPTS, scheduler=client)
     assert len(third.skipped) == 3 and [Path(s.src).name for s in third.rendered] == [
@@ -347,8 +358,8 @@ def test_worker_killed_mid_job(scenes: Path, model_file: Path, client: Client, t
         def killer() -> None:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline and not killed:
-                for stage in (out / STAGING_DIR).glob("*/"):
-                    if not any(stage.iterdir()):
+                for stage in out.glob(f".{STAGING_DIR}.*/*/"):
+                    if not any(p.suffix == ".tmp" for p in stage.iterdir()):
                         continue  # not writing yet
                     prefix = f"render-{Path(stage.name).stem}-"
                     for worker, keys in client.processing().items():
