@@ -28,6 +28,7 @@ if importlib.util.find_spec("distributed") is None:
 
 from distributed import Client, LocalCluster, WorkerPlugin  # noqa: E402
 
+from geomap_gan import files  # noqa: E402
 from geomap_gan.distributed import (  # noqa: E402
     MOSAIC_NAME,
     STAGING_DIR,
@@ -36,7 +37,6 @@ from geomap_gan.distributed import (  # noqa: E402
     render_strips,
     write_vrt,
 )
-from geomap_gan import files  # noqa: E402
 from geomap_gan.errors import InputError, OutputError  # noqa: E402
 from geomap_gan.rendering.engine import RenderOptions, render  # noqa: E402
 
