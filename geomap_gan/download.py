@@ -2,9 +2,16 @@
 
 ``download_maps(dest)`` streams ``maps.tar.gz`` next to ``dest`` (resuming an interrupted
 download with an HTTP Range request), extracts it into a temporary folder beside ``dest`` while
-refusing members that would land outside it, checks every file against the SHA-256 manifest shipped
-in the package and only then renames the folder to ``dest``. A failed or corrupt download never
-leaves a half-filled ``dest``; a complete, verified ``dest`` is left alone unless ``force``.
+refusing members that would land outside it (:mod:`geomap_gan.archive`), checks every file against
+the SHA-256 manifest shipped in the package and only then renames the folder to ``dest``. A failed
+or corrupt download never leaves a half-filled ``dest``; a complete, verified ``dest`` is left
+alone unless ``force``.
+
+Nothing it did not create is deleted: the extraction folder and the name the replaced ``dest``
+moves to are unique to the run (``files.temp_path``; the folder holds the tool's marker, so a
+later run removes what a killed one left); the partial archive keeps one name so that a later
+run can resume it, and is resumed or discarded only when its sidecar (written first, atomically)
+says this tool wrote it.
 
 Only the standard library is used (``urllib.request``, ``tarfile``, ``hashlib``): no new dependency.
 """
@@ -16,22 +23,20 @@ import http.client
 import json
 import logging
 import os
-import posixpath
 import re
 import shutil
 import socket
-import stat
-import tarfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from geomap_gan import files
+from geomap_gan.archive import _unsafe_name, extract_tar
 from geomap_gan.errors import DownloadError
 
 log = logging.getLogger(__name__)
@@ -153,25 +158,33 @@ def _sidecar(part: Path) -> Path:
 
 
 def _read_sidecar(part: Path, url: str) -> dict[str, str]:
-    """Validators of the partial download at ``part``, or {} (and no partial file) if unusable."""
+    """Validators of the partial download at ``part``, or {} (and no partial file) when it came
+    from another URL. DownloadError when ``part`` has no sidecar of this tool's: someone else's
+    file, left as it is."""
     side = _sidecar(part)
     try:
         meta = json.loads(side.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         meta = None
-    if not isinstance(meta, dict) or meta.get("url") != url:
-        part.unlink(missing_ok=True)  # from another URL, or unknown origin: cannot resume it
-        side.unlink(missing_ok=True)
+    if not isinstance(meta, dict) or not isinstance(meta.get("url"), str):
+        raise DownloadError(
+            f"{part} exists and was not written by geomap-gan (no {side.name} beside it); "
+            "move it away, then run again"
+        )
+    if meta["url"] != url:
+        _discard(part)  # ours, from another URL: cannot resume it
         return {}
     return {k: str(v) for k, v in meta.items() if isinstance(v, str | int)}
 
 
 def _write_sidecar(part: Path, url: str, headers: http.client.HTTPMessage) -> None:
-    meta = {"url": url}
+    """Written (atomically) before the first byte of ``part``: it says who wrote ``part``."""
+    meta = {"url": url, "writer": "geomap-gan"}
     for key in ("ETag", "Last-Modified"):
         if headers.get(key):
             meta[key] = headers[key]
-    _sidecar(part).write_text(json.dumps(meta), encoding="utf-8")
+    with files.atomic_output(_sidecar(part)) as tmp:
+        tmp.write_text(json.dumps(meta), encoding="utf-8")
 
 
 def _content_range(value: str | None) -> tuple[int | None, int | None]:
@@ -294,162 +307,55 @@ def fetch(url: str, part: Path, opts: DownloadOptions, progress: Progress | None
     )
 
 
-# ---- safe extraction -----------------------------------------------------------------------------
-def _unsafe_name(name: str) -> bool:
-    """True for names that are absolute, have a drive, or climb with ``..``."""
-    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
-        return True
-    return any(part == ".." for part in re.split(r"[/\\]", name))
-
-
-def _clean(name: str) -> str:
-    """``name`` without ``./`` or empty components (posix separators)."""
-    return "/".join(p for p in name.split("/") if p not in ("", "."))
-
-
-def _common_top(names: list[str]) -> str | None:
-    """The single top-level folder every member lives under (``maps/``), if there is one."""
-    tops = {n.split("/", 1)[0] for n in names if n}
-    if len(tops) != 1:
-        return None
-    top = tops.pop()
-    return top if any("/" in n for n in names) else None
-
-
-def _inside(path: Path, root: Path) -> bool:
-    real, base = os.path.realpath(path), os.path.realpath(root)
-    return real == base or real.startswith(base + os.sep)
-
-
-def _check_member(m: tarfile.TarInfo, name: str, root: Path) -> None:
-    """Refuse what could write outside ``root`` or create anything but files, folders, links."""
-    if _unsafe_name(m.name) or not name:
-        raise DownloadError(f"archive member {m.name!r} has an unsafe path; refusing the archive")
-    if not (m.isfile() or m.isdir() or m.issym() or m.islnk()):
-        raise DownloadError(f"archive member {m.name!r} is a device or fifo; refusing the archive")
-    if m.islnk() and _unsafe_name(m.linkname):
-        raise DownloadError(f"archive hard link {m.name!r} points out of the folder; refusing")
-    if m.issym():
-        if m.linkname.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", m.linkname):
-            raise DownloadError(f"archive link {m.name!r} points to an absolute path; refusing")
-        target = posixpath.normpath(posixpath.join(posixpath.dirname(name), m.linkname))
-        if target == ".." or target.startswith("../"):
-            raise DownloadError(f"archive link {m.name!r} points out of the folder; refusing")
-
-
-def _stdlib_filter(m: tarfile.TarInfo, name: str, root: Path) -> None:
-    """Also run tarfile's own "data" filter where this Python has it (3.11.4+, 3.12+)."""
-    if not hasattr(tarfile, "data_filter"):
-        return
-    try:
-        tarfile.data_filter(m.replace(name=name, deep=False), str(root))
-    except tarfile.FilterError as exc:
-        raise DownloadError(f"archive member {m.name!r} is unsafe ({exc}); refusing") from exc
-
-
-def _strip(name: str, top: str | None) -> str:
-    name = _clean(name)
-    if top is not None:
-        name = name[len(top) + 1 :] if name.startswith(top + "/") else ("" if name == top else name)
-    return name
-
-
-def extract_tar(archive: str | Path, root: str | Path) -> int:
-    """Extract ``archive`` (any tar compression) into the existing folder ``root``; count files.
-
-    A single top-level folder shared by every member (``maps/train/1.jpg``) is stripped, so
-    ``root`` receives ``train/`` and ``val/``. Members with absolute paths or ``..``, devices,
-    fifos and links leading out of ``root`` make the whole archive refused. Files are written
-    with mode 0644 (no setuid bits, no owners). Our own checks run on every Python;
-    ``tarfile.data_filter`` (Python 3.11.4+, absent from Debian's 3.11.2) is applied on top
-    where it exists. Raises DownloadError for damaged or unsafe archives.
-    """
-    root = Path(root)
-    try:
-        with tarfile.open(archive, "r:*") as tf:
-            members = tf.getmembers()  # reads the whole archive: a damaged stream fails here
-            top = _common_top([_clean(m.name) for m in members])
-            for m in members:
-                name = _strip(m.name, top)
-                if m.isdir() and not name:
-                    continue  # the stripped top folder itself
-                _check_member(m, name, root)
-                _stdlib_filter(m, name, root)
-            files = 0
-            for m in members:
-                name = _strip(m.name, top)
-                if name:
-                    files += _extract_member(tf, m, name, root, top)
-    except (tarfile.TarError, EOFError, zlib.error) as exc:
-        raise DownloadError(
-            f"archive {archive} is damaged ({exc}); run again to fetch it anew"
-        ) from exc
-    except OSError as exc:  # includes gzip.BadGzipFile
-        if isinstance(exc, DownloadError):
-            raise
-        raise DownloadError(f"cannot extract {archive}: {exc}; run again to fetch it anew") from exc
-    return files
-
-
-def _extract_member(
-    tf: tarfile.TarFile, m: tarfile.TarInfo, name: str, root: Path, top: str | None
-) -> int:
-    dest = root / name
-    if not _inside(dest.parent, root):
-        raise DownloadError(f"archive member {m.name!r} would land outside the folder; refusing")
-    if m.isdir():
-        dest.mkdir(parents=True, exist_ok=True)
-        if not _inside(dest, root):
-            raise DownloadError(
-                f"archive member {m.name!r} would land outside the folder; refusing"
-            )
-        return 0
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if not _inside(dest.parent, root):
-        raise DownloadError(f"archive member {m.name!r} would land outside the folder; refusing")
-    if m.issym():
-        os.symlink(m.linkname, dest)
-        if not _inside(dest, root):
-            raise DownloadError(f"archive link {m.name!r} points out of the folder; refusing")
-        return 0
-    if m.islnk():
-        src = root / _strip(m.linkname, top)
-        if _unsafe_name(m.linkname) or not _inside(src, root) or not src.is_file():
-            raise DownloadError(f"archive hard link {m.name!r} points out of the folder; refusing")
-        shutil.copyfile(src, dest, follow_symlinks=True)
-        return 1
-    fileobj = tf.extractfile(m)
-    if fileobj is None:
-        raise DownloadError(f"archive member {m.name!r} has no data; refusing the archive")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    try:
-        fd = os.open(dest, flags, stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IROTH)
-    except FileExistsError as exc:
-        raise DownloadError(
-            f"archive member {m.name!r} appears twice; refusing the archive"
-        ) from exc
-    with fileobj, os.fdopen(fd, "wb") as out:
-        shutil.copyfileobj(fileobj, out, 1 << 20)
-    return 1
-
-
 # ---- the whole job -------------------------------------------------------------------------------
-def _scratch_paths(dest: Path) -> tuple[Path, Path, Path]:
-    """Partial archive, extraction folder and replaced-folder names, all hidden beside ``dest``."""
-    parent, name = dest.parent, dest.name
-    return parent / f".{name}.tar.gz.part", parent / f".{name}.extracting", parent / f".{name}.old"
+def _partial_archive(dest: Path) -> Path:
+    """Where the archive is downloaded: one name per ``dest``, so a later run resumes it."""
+    return dest.parent / f".{files.short_name(dest.name)}.tar.gz.part"
 
 
 def _prune_unlisted(root: Path, manifest: Mapping[str, str]) -> None:
-    """Remove files the manifest does not list, so every file left in ``root`` is verified."""
+    """Remove files the manifest does not list, so every file left in ``root`` is verified
+    (the tool's own marker of the extraction folder stays)."""
     for p in sorted(root.rglob("*"), reverse=True):
         rel = p.relative_to(root).as_posix()
+        if rel == files.MARKER:
+            continue
         if p.is_dir() and not p.is_symlink():
             if not any(p.iterdir()):
                 p.rmdir()
         elif rel not in manifest:
             log.warning("archive file %s is not in the manifest; dropped", rel)
             p.unlink()
+
+
+def _existing_dest(dest: Path, entries: Mapping[str, str], force: bool) -> DownloadResult | None:
+    """A result when ``dest`` already verifies (and not ``force``); DownloadError when it holds
+    something else and ``force`` is off; None when the download should go ahead."""
+    if dest.exists() and not dest.is_dir():
+        raise DownloadError(f"{dest} exists and is not a folder; choose another destination")
+    if dest.is_dir() and any(dest.iterdir()):
+        failed = verify_tree(dest, entries)
+        if not failed and not force:
+            log.info("%s already holds all %d verified files", dest, len(entries))
+            return DownloadResult(dest, len(entries), 0, True)
+        if failed and not force:
+            raise DownloadError(
+                f"{dest} exists but {_describe_failures(failed, len(entries))}; "
+                "pass --force to replace it"
+            )
+    return None
+
+
+def _writable_parent(dest: Path) -> None:
+    """Create ``dest``'s parent if needed; DownloadError unless this process can write in it."""
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DownloadError(f"cannot create {dest.parent}: {exc.strerror or exc}") from exc
+    if not os.access(dest.parent, os.W_OK | os.X_OK):
+        raise DownloadError(
+            f"cannot write in {dest.parent} (permission denied); choose a writable destination"
+        )
 
 
 def download_maps(
@@ -467,44 +373,29 @@ def download_maps(
     """
     dest = Path(dest).expanduser().absolute()
     entries = dict(manifest) if isinstance(manifest, Mapping) else load_manifest(manifest)
-    if dest.exists() and not dest.is_dir():
-        raise DownloadError(f"{dest} exists and is not a folder; choose another destination")
-    if dest.is_dir() and any(dest.iterdir()):
-        failed = verify_tree(dest, entries)
-        if not failed and not options.force:
-            log.info("%s already holds all %d verified files", dest, len(entries))
-            return DownloadResult(dest, len(entries), 0, True)
-        if failed and not options.force:
-            raise DownloadError(
-                f"{dest} exists but {_describe_failures(failed, len(entries))}; "
-                "pass --force to replace it"
-            )
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DownloadError(f"cannot create {dest.parent}: {exc.strerror or exc}") from exc
-    part, work, old = _scratch_paths(dest)
+    done = _existing_dest(dest, entries, options.force)
+    if done is not None:
+        return done
+    _writable_parent(dest)
+    files.remove_stale(dest)  # extraction folders of killed runs (they hold the marker)
+    part = _partial_archive(dest)
     size = fetch(options.url, part, options, progress)
     log.info("downloaded %d bytes; extracting", size)
     try:
-        for stale in (work, old):
-            if stale.exists():
-                shutil.rmtree(stale)
-        work.mkdir()
-        extract_tar(part, work)
-        _prune_unlisted(work, entries)
-        failed = verify_tree(work, entries)
-        if failed:
-            raise DownloadError(
-                f"download did not verify: {_describe_failures(failed, len(entries))}; "
-                "run again to fetch it anew, or try a mirror"
-            )
-        _swap_into_place(work, dest, old)
+        with files.scratch(dest, "extracting") as work:
+            extract_tar(part, work)
+            _prune_unlisted(work, entries)
+            failed = verify_tree(work, entries)
+            if failed:
+                raise DownloadError(
+                    f"download did not verify: {_describe_failures(failed, len(entries))}; "
+                    "run again to fetch it anew, or try a mirror"
+                )
+            (work / files.MARKER).unlink()  # from here on it is the user's data
+            _swap_into_place(work, dest)
     except DownloadError:
         _discard(part)  # complete but bad: the next run must fetch it anew, not resume it
         raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)  # gone after the rename unless something failed
     _discard(part)
     log.info("%s: %d files verified", dest, len(entries))
     return DownloadResult(dest, len(entries), size, False)
@@ -515,18 +406,20 @@ def _discard(part: Path) -> None:
     _sidecar(part).unlink(missing_ok=True)
 
 
-def _swap_into_place(work: Path, dest: Path, old: Path) -> None:
-    """Rename ``work`` to ``dest``; an existing ``dest`` is moved aside first and then deleted."""
-    if dest.exists() or dest.is_symlink():
-        dest.rename(old)
-        try:
-            work.rename(dest)
-        except OSError:
-            old.rename(dest)
-            raise
-        if old.is_symlink():
-            old.unlink()  # a link to the old data: drop the link, never the data behind it
-        else:
-            shutil.rmtree(old, ignore_errors=True)
-    else:
+def _swap_into_place(work: Path, dest: Path) -> None:
+    """Rename ``work`` to ``dest``; an existing ``dest`` (replaced with ``force``) is moved to a
+    name unique to this run first and deleted once the new one is in place."""
+    if not (dest.exists() or dest.is_symlink()):
         work.rename(dest)
+        return
+    old = files.temp_path(dest, "old")
+    dest.rename(old)
+    try:
+        work.rename(dest)
+    except OSError:
+        old.rename(dest)
+        raise
+    if old.is_symlink():
+        old.unlink()  # a link to the old data: drop the link, never the data behind it
+    else:
+        shutil.rmtree(old, ignore_errors=True)
