@@ -9,14 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from geomap_gan.errors import ModelFileError
 
 if TYPE_CHECKING:  # torch stays out of the import: the CLI's --help reads the ranges below
     from torch import nn
-
-    from geomap_gan.model.modelfile import ModelCard
 
 # pix2pix maps: 600 px originals at about 0.905 m/px (Google z17 at New York's latitude).
 MAPS_ORIGINAL_GSD = 0.9
@@ -28,6 +26,29 @@ NUM_DOWNS_RANGE = (5, 9)
 TILE_SIZE_RANGE = (32, 4096)
 
 
+class CardFields(Protocol):
+    """The card fields an architecture may read (modelfile.ModelCard has them all); a protocol,
+    so that the registry does not import the model file that imports it."""
+
+    @property
+    def in_channels(self) -> int: ...
+
+    @property
+    def out_channels(self) -> int: ...
+
+    @property
+    def ngf(self) -> int: ...
+
+    @property
+    def num_downs(self) -> int: ...
+
+    @property
+    def norm(self) -> str: ...
+
+    @property
+    def antialias(self) -> bool: ...
+
+
 @dataclass(frozen=True)
 class Architecture:
     """One generator family. ``receptive_field``: pixels on each side of an output pixel that it
@@ -35,10 +56,10 @@ class Architecture:
     tile sizes keep to."""
 
     name: str
-    build: Callable[[ModelCard], nn.Module]
+    build: Callable[[CardFields], nn.Module]
     card_fields: tuple[str, ...]
-    receptive_field: Callable[[ModelCard], int]
-    stride: Callable[[ModelCard], int]
+    receptive_field: Callable[[CardFields], int]
+    stride: Callable[[CardFields], int]
 
 
 ARCHITECTURES: dict[str, Architecture] = {}
@@ -63,7 +84,7 @@ def architecture(name: str) -> Architecture:
         ) from None
 
 
-def _build_unet(card: ModelCard) -> nn.Module:
+def _build_unet(card: CardFields) -> nn.Module:
     from geomap_gan.model.nets import UnetGenerator
 
     return UnetGenerator(
@@ -76,7 +97,7 @@ def _build_unet(card: ModelCard) -> nn.Module:
     )
 
 
-def _unet_receptive_field(card: ModelCard) -> int:
+def _unet_receptive_field(card: CardFields) -> int:
     from geomap_gan.model.nets import receptive_radius
 
     return receptive_radius(card.num_downs, card.antialias)
