@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -35,6 +36,12 @@ log = logging.getLogger(__name__)
 
 FORMAT = "geomap-gan/1"
 CARD_KEY = "geomap_gan.card"
+BAND_ORDERS = ("RGB",)  # what the renderer feeds the model: red, green, blue
+NORMALISATIONS = ("x/127.5-1",)  # uint8 -> [-1, 1], outputs back with (y+1)*127.5
+DIRECTIONS = ("AtoB", "BtoA")  # which half of a training pair was the input
+MAX_TEXT = 65_536  # characters of a free-text card field
+METRIC_RANGES = {"rmse": (0.0, 255.0), "psnr": (0.0, 100.0), "ssim": (-1.0, 1.0), "n": (0, 10**9)}
+"""Ranges of the card's metrics other than the fractions (0..1: accuracies and IoUs)."""
 
 
 def default_model_path() -> Path:
@@ -67,6 +74,8 @@ class ModelCard:
     date: str = ""
     git_commit: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
+    # A distilled model's teacher: its name, file, sha256, architecture and the recipe's terms.
+    teacher: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> ModelCard:
         """ModelFileError unless every field has the type and range the renderer relies on;
@@ -102,6 +111,8 @@ class ModelCard:
                     f"model card says receptive field {self.receptive_field} px, the "
                     f"architecture has {actual}; the card is damaged"
                 )
+        self._validate_strings()
+        self._validate_metrics()
         q = self.input_quantiles
         if q and not (
             isinstance(q, list)
@@ -112,6 +123,45 @@ class ModelCard:
             raise ModelFileError("model card input_quantiles is not 3 rows of 21 values 0..255")
         return self
 
+    def _validate_strings(self) -> None:
+        """The fields the renderer does not read for numbers must still hold what it implements:
+        RGB bands in that order, x/127.5-1 scaling, one of the two pair directions; the free-text
+        fields must be text of a bounded length."""
+        for name, value, allowed in (
+            ("band_order", self.band_order, BAND_ORDERS),
+            ("normalisation", self.normalisation, NORMALISATIONS),
+            ("direction", self.direction, DIRECTIONS),
+        ):
+            if not isinstance(value, str) or value not in allowed:
+                raise ModelFileError(
+                    f"model card field {name}={value!r} is not one the renderer implements "
+                    f"({', '.join(allowed)})"
+                )
+        for name in ("name", "dataset", "command", "date", "git_commit"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or len(value) > MAX_TEXT:
+                raise ModelFileError(
+                    f"model card field {name} is not text of at most {MAX_TEXT} characters"
+                )
+
+    def _validate_metrics(self) -> None:
+        """``metrics``: a mapping of the evaluation's names to finite numbers in their range."""
+        from geomap_gan.training.metrics import METRIC_KEYS
+
+        if not isinstance(self.metrics, dict):
+            raise ModelFileError(f"model card field metrics is {type(self.metrics).__name__}")
+        for key, value in self.metrics.items():
+            if key not in METRIC_KEYS:
+                raise ModelFileError(
+                    f"model card metrics has an unknown key {str(key)[:40]!r}; known: "
+                    f"{', '.join(METRIC_KEYS)}"
+                )
+            lo, hi = METRIC_RANGES.get(key, (0.0, 1.0))
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ModelFileError(f"model card metric {key} is {value!r}, not a number")
+            if not lo <= value <= hi:  # also refuses NaN
+                raise ModelFileError(f"model card metric {key}={value!r} is outside {lo}..{hi}")
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
@@ -121,6 +171,8 @@ class ModelCard:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ModelFileError(f"model card is not valid JSON ({exc})") from exc
+        except RecursionError:
+            raise ModelFileError("model card is nested too deeply to be a model card") from None
         if not isinstance(data, dict):
             raise ModelFileError("model card is not a JSON object")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -180,7 +232,9 @@ def _read_torch_state(path: Path) -> dict[str, torch.Tensor]:
     import pickle
 
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # "Detected pickle protocol 4": the refusal says it all
+            warnings.simplefilter("ignore")
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:  # torch's text advises an unsafe reload: never repeat it
         raise ModelFileError(
             f"{path} is not a plain tensor state dict: it holds Python objects, which a safe "
@@ -222,8 +276,10 @@ def load_model(
     if isinstance(path, MapModel):
         return path
     path = default_model_path() if path is None else Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ModelFileError(f"model file {path} does not exist; pass --model with a valid path")
+    if not path.is_file():  # a folder, or a FIFO that would block the read
+        raise ModelFileError(f"model file {path} is not a regular file; pass a .safetensors file")
     with path.open("rb") as fh:
         head = fh.read(8)
     if len(head) == 8 and 0 < int.from_bytes(head, "little") < 100_000_000:
