@@ -337,7 +337,6 @@ def render(
         aoi = AoiFilter(plan.aoi_px) if plan.aoi_px is not None else None
         native = options.output_res == "native" and plan.grid != plan.native
         rows = window_rows(tiles, *plan.rows)
-        out_grid = plan.native if native else plan.part
         rendered = skipped = 0
         with output_chain(dst_path, options, native) as (render_path, final_step):
             out = output.create_output(
@@ -353,20 +352,24 @@ def render(
                 counter = ProgressCounter(total, progress, cancel)
                 for panel in panels:
                     writer = output.BlockRowWriter(out, plan.aoi_px, plan.rows[0], panel)
-                    n, k = run_tiles(
-                        generator,
-                        region,
-                        writer,
-                        tiles,
-                        rows,
-                        panel,
-                        aoi,
-                        options,
-                        counter,
-                        engine.prefetch,
-                    )
+                    n, k = run_tiles(generator, region, writer, tiles, rows, panel, aoi,
+                                     options, counter, engine.prefetch)  # fmt: skip
                     rendered, skipped = rendered + n, skipped + k
             final_step(ds, plan, watch)
+    return _result(dst_path, plan, native, (rendered, skipped), start, warnings)
+
+
+def _result(
+    dst_path: Path,
+    plan: _Plan,
+    native: bool,
+    windows: tuple[int, int],
+    start: float,
+    warnings: list[str],
+) -> RenderResult:
+    """What a finished render reports: the output grid, the windows rendered and skipped, the
+    time since ``start`` (perf_counter)."""
+    out_grid = plan.native if native else plan.part
     seconds = time.perf_counter() - start
     result = RenderResult(
         path=dst_path,
@@ -377,8 +380,8 @@ def render(
         gsd=(plan.scene_gsd if native else plan.gsd),
         scene_gsd=plan.scene_gsd,
         megapixels=plan.part.megapixels,
-        windows=rendered,
-        windows_skipped=skipped,
+        windows=windows[0],
+        windows_skipped=windows[1],
         seconds=seconds,
         domain_distance=plan.domain_distance,
         warnings=tuple(warnings),
@@ -388,8 +391,7 @@ def render(
         dst_path,
         result.width,
         result.height,
-        rendered,
-        skipped,
+        *windows,
         seconds,
         result.megapixels_per_second,
     )

@@ -209,6 +209,53 @@ class ProgressCounter:
             raise RenderCancelled("render cancelled; no output was written")
 
 
+class _Batches:
+    """Runs batches of windows through the model, blends them into strips, and hands each
+    finished strip to the writer thread; counts windows and the main thread's time per stage."""
+
+    def __init__(
+        self,
+        model: TileRunner,
+        acc: StripAccumulator,
+        last_col: int,
+        strips: queue.Queue,
+        write_thread: _Worker,
+        counter: ProgressCounter,
+        clock: dict[str, float],
+    ) -> None:
+        self.model, self.acc, self.last_col = model, acc, last_col
+        self.strips, self.write_thread = strips, write_thread
+        self.counter, self.clock = counter, clock
+        self.done = self.rendered = 0
+
+    def flush(self, pending: list[_Item]) -> None:
+        """Run ``pending`` (windows with pixels, and skipped ones that still close a row)."""
+        real = [it for it in pending if it.tile is not None]
+        t0 = time.perf_counter()
+        out = (
+            self.model(np.stack([it.tile for it in real if it.tile is not None])) if real else None
+        )
+        t1 = time.perf_counter()
+        if self.done == 0:
+            log.debug("first batch (includes any compiling): %.2f s", t1 - t0)
+        self.clock["model"] += t1 - t0
+        k = 0
+        for it in pending:
+            if it.tile is not None:
+                self.acc.add(it.window, out[k], it.valid)  # type: ignore[index]
+                k += 1
+            if it.window.col == self.last_col:
+                strip = self.acc.finish_row(it.window.row)
+                if strip is not None:
+                    t2 = time.perf_counter()
+                    _put_checked(self.strips, strip, self.write_thread)
+                    self.clock["waiting for writes"] += time.perf_counter() - t2
+        self.clock["blending"] += time.perf_counter() - t1
+        self.rendered += k
+        self.done += len(pending)
+        self.counter.add(len(pending))
+
+
 def run_tiles(
     model: TileRunner,
     reader: RegionSource,
@@ -225,7 +272,6 @@ def run_tiles(
     ``writer``; returns (windows rendered, windows skipped)."""
     cols = touching(tiles.xs, tiles.tile, *panel)
     acc = StripAccumulator(tiles, first_row=rows[0], cols=panel)
-    last_col = cols[-1]
     stop = threading.Event()
     items: queue.Queue = queue.Queue(maxsize=options.batch_size * max(1, prefetch))
     strips: queue.Queue = queue.Queue(maxsize=2)
@@ -234,34 +280,8 @@ def run_tiles(
         "reader",
     )
     write_thread = _Worker(lambda: _write_strips(writer, strips, stop), "writer")
-    done = rendered = 0
     clock = dict.fromkeys(("waiting for reads", "model", "blending", "waiting for writes"), 0.0)
-
-    def flush(pending: list[_Item]) -> None:
-        nonlocal done, rendered
-        real = [it for it in pending if it.tile is not None]
-        t0 = time.perf_counter()
-        out = model(np.stack([it.tile for it in real if it.tile is not None])) if real else None
-        t1 = time.perf_counter()
-        if done == 0:
-            log.debug("first batch (includes any compiling): %.2f s", t1 - t0)
-        clock["model"] += t1 - t0
-        k = 0
-        for it in pending:
-            if it.tile is not None:
-                acc.add(it.window, out[k], it.valid)  # type: ignore[index]
-                k += 1
-            if it.window.col == last_col:
-                strip = acc.finish_row(it.window.row)
-                if strip is not None:
-                    t2 = time.perf_counter()
-                    _put_checked(strips, strip, write_thread)
-                    clock["waiting for writes"] += time.perf_counter() - t2
-        clock["blending"] += time.perf_counter() - t1
-        rendered += k
-        done += len(pending)
-        counter.add(len(pending))
-
+    batches = _Batches(model, acc, cols[-1], strips, write_thread, counter, clock)
     try:
         read_thread.start()  # inside the try: a signal while the writer starts stops the reader
         write_thread.start()
@@ -277,10 +297,10 @@ def run_tiles(
             pending.append(item)
             n_real += item.tile is not None
             if n_real >= options.batch_size or len(pending) >= 8 * options.batch_size:
-                flush(pending)
+                batches.flush(pending)
                 pending, n_real = [], 0
         if pending:
-            flush(pending)
+            batches.flush(pending)
         _put_checked(strips, _END, write_thread)
         t0 = time.perf_counter()
         write_thread.join()
@@ -295,4 +315,4 @@ def run_tiles(
         stop.set()
         _join(read_thread)
         _join(write_thread)
-    return rendered, done - rendered
+    return batches.rendered, batches.done - batches.rendered
