@@ -26,9 +26,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from geomap_gan import __version__, files
+from geomap_gan import __version__, files, formats
 from geomap_gan.device import resolve_device
-from geomap_gan.errors import CheckpointError, DatasetError
+from geomap_gan.errors import CheckpointError, DatasetError, OutputError, OutputExistsError
 from geomap_gan.model.modelfile import MapModel, ModelCard, save_model
 from geomap_gan.model.nets import (
     UnetGenerator,
@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 # The files of a run folder that a fresh run must not silently replace or append to.
 RUN_FILES = ("checkpoint.pt", "log.csv", "model.safetensors")
+# What every checkpoint of this trainer holds (a file without them is not one).
+CHECKPOINT_KEYS = ("G", "D", "opt_G", "opt_D", "epoch", "step", "rng_torch", "rng_numpy")
 # A checkpoint must match the run it resumes in these fields (architecture and data layout).
 ARCH_FIELDS = (
     "ngf", "ndf", "norm", "num_downs", "antialias", "direction", "crop_size", "load_size",
@@ -93,6 +95,7 @@ class Trainer(Pix2PixTask):
         self.epoch = 0  # epochs completed
         self._apply_schedule()
         self.last_metrics: dict[str, float] = {}
+        self._samples_overwrite = False  # replace sample grids of an earlier run (see fit)
 
     # ---- setup -------------------------------------------------------------------------------
     def _load_val(self) -> np.ndarray | None:
@@ -101,6 +104,8 @@ class Trainer(Pix2PixTask):
             root = self.cfg.val_dir or self.cfg.data_dir
             pairs, _ = load_split(root, "val", self.cfg.crop_size, self.cfg.strict)
         except DatasetError as exc:
+            if self.cfg.val_dir:  # asked for: training without it would pass silently
+                raise DatasetError(f"--val-dir {self.cfg.val_dir}: {exc}") from exc
             log.warning("no validation: %s", exc)
             return None
         n = min(self.cfg.val_subset, len(pairs))
@@ -146,8 +151,16 @@ class Trainer(Pix2PixTask):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise CheckpointError(f"{path} is not a readable checkpoint ({exc})") from exc
-        saved = state.get("config", {})
+            raise CheckpointError(
+                f"{path} is not a readable checkpoint ({_first_problem(exc)})"
+            ) from exc
+        if not isinstance(state, dict) or not all(k in state for k in CHECKPOINT_KEYS):
+            what = type(state).__name__ if not isinstance(state, dict) else "other keys"
+            raise CheckpointError(
+                f"{path} is not a geomap-gan training checkpoint (it holds {what}); "
+                "drop --resume, or use the --out of the run to continue"
+            )
+        saved: dict[str, Any] = state["config"] if isinstance(state.get("config"), dict) else {}
         diffs = [
             f"{k}={saved.get(k)!r} (now {getattr(self.cfg, k)!r})"
             for k in ARCH_FIELDS
@@ -162,12 +175,15 @@ class Trainer(Pix2PixTask):
             unwrap(self.G).load_state_dict(state["G"])
             unwrap(self.D).load_state_dict(state["D"])
             if self.G_ema is not None:  # a run without an average starts one from its weights
-                self.G_ema.load_state_dict(state.get("G_ema", state["G"]))
-        except RuntimeError as exc:
-            raise CheckpointError(f"{path} does not fit this architecture ({exc})") from exc
-        self.opt_G.load_state_dict(state["opt_G"])
-        self.opt_D.load_state_dict(state["opt_D"])
-        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+                self.G_ema.load_state_dict(state["G_ema"] if "G_ema" in state else state["G"])
+            self.opt_G.load_state_dict(state["opt_G"])
+            self.opt_D.load_state_dict(state["opt_D"])
+            self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            raise CheckpointError(
+                f"{path} does not fit this architecture ({_first_problem(exc)}); pass the "
+                "options it was trained with, or use another --out"
+            ) from exc
         self._apply_schedule()
         torch.set_rng_state(state["rng_torch"])
         keys, pos = state["rng_numpy"]
@@ -232,8 +248,29 @@ class Trainer(Pix2PixTask):
             return None
         path = self.out / "samples" / f"epoch_{self.epoch:03d}.png"
         pairs = self.val_pairs[: self.cfg.samples]
-        save_sample_grid(self.shipped_g, pairs, path, self.cfg.direction, self.device, self.cfg.amp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        files.check_output(path, self._samples_overwrite, (), formats.PNG)
+        with files.atomic_output(path, self._samples_overwrite) as tmp:
+            save_sample_grid(
+                self.shipped_g, pairs, tmp, self.cfg.direction, self.device, self.cfg.amp
+            )
         return path
+
+    def _check_samples(self, replace: bool) -> None:
+        """Before any training: ``out/samples`` is a folder or absent, and a fresh run without
+        ``replace`` (--overwrite or --resume) refuses one that holds sample grids."""
+        folder = self.out / "samples"
+        if folder.exists() and not folder.is_dir():
+            raise OutputError(
+                f"{folder} exists and is not a folder (the run writes its sample grids there); "
+                "move it away or choose another --out"
+            )
+        if not replace and folder.is_dir() and any(folder.glob("epoch_*.png")):
+            raise OutputExistsError(
+                f"{folder} holds sample grids of an earlier run; pass --overwrite to replace "
+                "them, --resume to continue that run, or choose another --out"
+            )
+        self._samples_overwrite = replace
 
     def export(self, metrics: dict[str, float]) -> Path:
         """Write ``model.safetensors`` (fp16 generator + card) into the run folder."""
@@ -307,6 +344,7 @@ class Trainer(Pix2PixTask):
             for path in earlier:
                 path.unlink()
         if self.is_main:
+            self._check_samples(resume or overwrite)
             self.out.mkdir(parents=True, exist_ok=True)
         try:
             metrics = self._fit()
@@ -400,3 +438,15 @@ def train(cfg: TrainConfig, resume: bool = False, command: str = "", progress=No
     trainer = Trainer(cfg, place_process(cfg), progress=progress, command=command)
     trainer.fit(resume=resume)
     return trainer.out / "model.safetensors"
+
+
+def _first_problem(exc: BaseException) -> str:
+    """One line of torch's report (a state-dict mismatch lists every key on its own line)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    detail = lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]
+    if len(detail) > 200:
+        detail = detail[:197] + "..."
+    more = len(lines) - 2 if lines[0].endswith(":") else len(lines) - 1
+    return detail + (f" and {more} more" if more > 0 else "")
