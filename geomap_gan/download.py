@@ -72,6 +72,18 @@ class DownloadOptions:
     retry_wait: float = 2.0
     chunk_size: int = 1 << 20
 
+    def validate(self) -> DownloadOptions:
+        """DownloadError for a value outside its range (NaN and infinity included)."""
+        for name, value, lo, hi in (
+            ("--timeout", self.timeout, 0.1, 86_400.0),
+            ("--retries", self.retries, 0, 100),
+            ("retry_wait", self.retry_wait, 0.0, 3_600.0),
+            ("chunk_size", self.chunk_size, 1024, 64 << 20),
+        ):
+            if isinstance(value, bool) or not lo <= value <= hi:
+                raise DownloadError(f"{name} must be {lo:g} to {hi:g}, got {value!r}")
+        return self
+
 
 @dataclass(frozen=True)
 class DownloadResult:
@@ -371,7 +383,10 @@ def download_maps(
     A ``dest`` that already verifies is left alone unless ``options.force``; a non-empty ``dest``
     that does not verify is only replaced with ``force``.
     """
+    options.validate()
     dest = Path(dest).expanduser().absolute()
+    if manifest is not None and not isinstance(manifest, Mapping):
+        files.check_input(manifest, "manifest")  # a FIFO would block the read
     entries = dict(manifest) if isinstance(manifest, Mapping) else load_manifest(manifest)
     done = _existing_dest(dest, entries, options.force)
     if done is not None:

@@ -42,9 +42,70 @@ def disk_full(exc: BaseException) -> bool:
     return False
 
 
+def _one_line(text: str, limit: int = 400) -> str:
+    """``text`` on one line (GDAL and tarfile run over several), at most ``limit`` characters."""
+    line = " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _os_error(exc: OSError) -> str:
+    what = exc.strerror or _one_line(str(exc)) or type(exc).__name__
+    name = exc.filename if exc.filename is not None else None
+    return f"{what}: {name}" if name else what
+
+
+def user_error(exc: BaseException) -> str | None:
+    """The one-line message for an error that is the environment's or the data's, not a bug:
+    a GeomapGanError, a full disk, GDAL (RasterioError, CPLE_*), the OS (OSError: permissions,
+    missing files, FIFOs), and decoding (tar, gzip, zlib, images, text, pickles, safetensors).
+    None for anything else (a bug: its traceback is wanted). The error boundary of every
+    command, and of ``--progress json``'s error event."""
+    if isinstance(exc, GeomapGanError):
+        return _one_line(str(exc), 2000)
+    if disk_full(exc):
+        return DISK_FULL
+    kind = _decoding_error(exc)
+    if kind is not None:
+        return f"{kind}: {_one_line(str(exc)) or type(exc).__name__}"
+    if isinstance(exc, OSError):
+        return _os_error(exc)
+    return None
+
+
+def _decoding_error(exc: BaseException) -> str | None:
+    """What failed, for the GDAL and decoding errors (modules already imported only: an error
+    of a library that was never loaded cannot be raised)."""
+    import pickle
+    import tarfile
+    import zlib
+
+    gdal = [m for m in (sys.modules.get("rasterio.errors"), sys.modules.get("rasterio._err")) if m]
+    gdal_types = tuple(
+        t for m in gdal for t in (getattr(m, "RasterioError", None), getattr(m, "CPLE_BaseError", None))
+        if t is not None
+    )  # fmt: skip
+    if gdal_types and isinstance(exc, gdal_types):
+        return "GDAL"
+    image = sys.modules.get("PIL.Image")
+    if image is not None and isinstance(
+        exc, (image.DecompressionBombError, image.UnidentifiedImageError)
+    ):
+        return "cannot read an image"
+    safetensors = sys.modules.get("safetensors")
+    decoding: tuple[type[BaseException], ...] = (
+        tarfile.TarError, zlib.error, EOFError, UnicodeDecodeError, pickle.UnpicklingError,
+    )  # fmt: skip
+    if safetensors is not None and hasattr(safetensors, "SafetensorError"):
+        decoding += (safetensors.SafetensorError,)
+    if isinstance(exc, decoding) or type(exc).__name__ == "BadGzipFile":
+        return "cannot decode the data"
+    return None
+
+
 class GeomapGroup(click.Group):
     """The process's owner: one signal policy (SIGTERM behaves as Ctrl-C) and one error policy
-    (library errors and a full disk become one-line messages with exit code 2)."""
+    (:func:`user_error`: library, GDAL, OS and decoding errors and a full disk become one-line
+    messages with exit code 2; anything else is a bug and keeps its traceback)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         import signal
@@ -52,9 +113,8 @@ class GeomapGroup(click.Group):
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
         try:
             return super().invoke(ctx)
-        except GeomapGanError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            sys.exit(2)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
         except Terminated:
             click.echo("Terminated; no partial output was left.", err=True)
             sys.exit(143)
@@ -62,9 +122,10 @@ class GeomapGroup(click.Group):
             click.echo("Interrupted.", err=True)
             sys.exit(130)
         except Exception as exc:
-            if not disk_full(exc):
+            message = user_error(exc)
+            if message is None:
                 raise
-            click.echo(f"Error: {DISK_FULL}", err=True)
+            click.echo(f"Error: {message}", err=True)
             sys.exit(2)
         finally:
             signal.signal(signal.SIGTERM, previous)

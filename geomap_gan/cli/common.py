@@ -13,8 +13,8 @@ from typing import Any
 import click
 
 from geomap_gan import formats
-from geomap_gan.cli.app import DISK_FULL, disk_full
-from geomap_gan.errors import GeomapGanError, InputError
+from geomap_gan.cli.app import user_error
+from geomap_gan.errors import InputError
 from geomap_gan.rendering.options import (
     RenderOptions as _RO,  # the CLI's render and train defaults are the library's
 )
@@ -97,10 +97,9 @@ class JsonEvents(logging.Handler):
         log.removeHandler(self)
         log.setLevel(self._saved[0])
         log.propagate = self._saved[1]
-        if isinstance(exc, GeomapGanError):
-            self.emit_event("error", message=str(exc))
-        elif exc is not None and disk_full(exc):
-            self.emit_event("error", message=DISK_FULL)
+        message = user_error(exc) if isinstance(exc, Exception) else None
+        if message is not None:
+            self.emit_event("error", message=message)
 
 
 class RenderBar:

@@ -10,6 +10,7 @@ import click
 from geomap_gan.cli.app import cli, echo_json_or_table
 from geomap_gan.cli.common import generator_options
 from geomap_gan.errors import GeomapGanError, InputError
+from geomap_gan.rendering.options import MAX_BATCH
 
 log = logging.getLogger("geomap_gan")
 
@@ -76,7 +77,7 @@ def compile_command(
 @click.option("--limit", type=int, default=None, help="Only the first N pairs.")
 @click.option("--grid", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write a PNG grid: input | generated | real map.")  # fmt: skip
-@click.option("--grid-count", default=8, show_default=True, help="Pairs in the grid.")
+@click.option("--grid-count", default=8, show_default=True, help="Pairs in the grid (1 to 64).")
 @click.option("--overwrite", is_flag=True, help="Replace the --grid file if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def evaluate(
@@ -101,8 +102,8 @@ def evaluate(
     """
     from geomap_gan.training.metrics import evaluate as run_evaluate
 
-    if batch_size < 1:
-        raise InputError(f"--batch-size must be 1 or more, got {batch_size}")
+    if not 1 <= batch_size <= MAX_BATCH:
+        raise InputError(f"--batch-size must be 1 to {MAX_BATCH}, got {batch_size}")
     if limit is not None and limit < 1:
         raise InputError(f"--limit must be 1 or more, got {limit}")
     result = run_evaluate(

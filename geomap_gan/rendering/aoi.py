@@ -20,6 +20,8 @@ from geomap_gan.rendering.scene import one_line
 
 log = logging.getLogger(__name__)
 
+MAX_AOI_BYTES = 256 << 20  # an AOI file larger than this is not an area of interest
+
 
 def _aoi_text(aoi: str) -> str:
     text = aoi.strip()
@@ -31,6 +33,11 @@ def _aoi_text(aoi: str) -> str:
         raise InputError(
             f"--aoi {aoi!r} is neither a file nor GeoJSON/WKT text; give a .geojson/.wkt file "
             "or a polygon such as 'POLYGON((lon lat, ...))'"
+        )
+    if path.stat().st_size > MAX_AOI_BYTES:
+        raise InputError(
+            f"the AOI file {path} is over {MAX_AOI_BYTES >> 20} MB; simplify it (e.g. ogr2ogr "
+            "-simplify) or clip it to the scene"
         )
     try:
         return path.read_text()
@@ -74,6 +81,10 @@ def parse_aoi(aoi: object, aoi_crs: str | None = None) -> tuple[object, CRS]:
                     srid, text = text.split(";", 1)
                     named = f"EPSG:{srid.split('=', 1)[1].strip()}"
                 geom = shapely.from_wkt(text)
+    except RecursionError:
+        raise InputError(
+            "the AOI is nested too deeply to be GeoJSON geometry (a polygon nests 3 levels)"
+        ) from None
     except (ValueError, KeyError, TypeError, AttributeError, shapely.errors.ShapelyError) as exc:
         raise InputError(f"the AOI is not valid GeoJSON or WKT ({one_line(exc)})") from exc
     if geom is None or geom.is_empty:

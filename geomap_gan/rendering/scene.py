@@ -65,7 +65,7 @@ def check_georeferencing(ds: DatasetReader, allow_ungeoreferenced: bool) -> bool
     t = ds.transform
     if not all(math.isfinite(v) for v in tuple(t)[:6]) or t.a == 0 or t.e == 0:
         raise InputError(
-            f"{ds.name} has an unusable geotransform ({', '.join(f'{v:g}' for v in tuple(t)[:6])}"
+            f"{ds.name} has an unusable geotransform ({', '.join(f'{v:g}' for v in t.to_gdal())}"
             "): NaN, infinite or zero pixel size; fix its georeferencing (gdal_edit.py -a_ullr)"
         )
     if not is_georeferenced(ds):

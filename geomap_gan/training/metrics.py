@@ -22,6 +22,7 @@ METRIC_KEYS = (
     "rmse", "acc5", "acc10", "psnr", "ssim",
     *(f"iou_{c}" for c in CLASSES), "miou", "n",
 )  # fmt: skip
+MAX_GRID_COUNT = 64  # rows of a sample grid (each a 3-image row of tile-size pixels)
 PSNR_CAP = 100.0  # dB for identical images, so one perfect tile does not make the mean infinite
 
 
@@ -182,13 +183,16 @@ def evaluate(
     the model's tile size, no crop, no flip). Returns the keys of METRIC_KEYS plus ``model``.
     With ``grid``, also writes a PNG of ``grid_count`` evenly spaced pairs (input | ours | real);
     an existing file there is replaced only with ``overwrite``, an image of the split never."""
-    from geomap_gan import files
+    from geomap_gan import files, formats
     from geomap_gan.device import resolve_device
+    from geomap_gan.errors import InputError
     from geomap_gan.model.modelfile import load_model
     from geomap_gan.training.data import list_pairs, load_split
 
     if grid is not None:
-        grid = files.check_output(grid, overwrite, list_pairs(data_dir, split))
+        if not 1 <= grid_count <= MAX_GRID_COUNT:
+            raise InputError(f"--grid-count must be 1 to {MAX_GRID_COUNT} pairs, got {grid_count}")
+        grid = files.check_output(grid, overwrite, list_pairs(data_dir, split), formats.PNG)
     dev = resolve_device(device)
     model = load_model(model_path, dev)
     pairs, _ = load_split(data_dir, split, model.card.tile_size, limit=limit)
