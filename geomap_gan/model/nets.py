@@ -145,15 +145,18 @@ class UnetGenerator(nn.Module):
         antialias: bool = False,
     ) -> None:
         super().__init__()
-        if num_downs < 5:
-            raise ValueError("num_downs must be at least 5 (the four outer levels are fixed)")
+        if num_downs < 4:
+            raise ValueError("num_downs must be at least 4 (the outer levels are fixed)")
         self.num_downs = num_downs
         self.antialias = antialias
         level = functools.partial(UnetSkipBlock, norm=norm, antialias=antialias)
-        block = level(ngf * 8, ngf * 8, innermost=True)
-        for _ in range(num_downs - 5):
-            block = level(ngf * 8, ngf * 8, submodule=block, dropout=dropout)
-        block = level(ngf * 4, ngf * 8, submodule=block)
+        if num_downs == 4:  # the student's depth: level 4 (4 ngf -> 8 ngf) is the innermost
+            block = level(ngf * 4, ngf * 8, innermost=True)
+        else:  # pix2pix's layout: 8 ngf -> 8 ngf innermost, the same tensor names as ever
+            block = level(ngf * 8, ngf * 8, innermost=True)
+            for _ in range(num_downs - 5):
+                block = level(ngf * 8, ngf * 8, submodule=block, dropout=dropout)
+            block = level(ngf * 4, ngf * 8, submodule=block)
         block = level(ngf * 2, ngf * 4, submodule=block)
         block = level(ngf, ngf * 2, submodule=block)
         self.model = level(output_nc, ngf, input_nc, block, outermost=True)

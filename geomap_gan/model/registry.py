@@ -22,7 +22,7 @@ MAPS_ORIGINAL_SIZE = 600
 # The generator sizes a model card may declare, inclusive: the trainer refuses to train outside
 # them, since the renderer would refuse the model it exports.
 NGF_RANGE = (1, 256)
-NUM_DOWNS_RANGE = (5, 9)
+NUM_DOWNS_RANGE = (4, 9)
 TILE_SIZE_RANGE = (32, 4096)
 
 

@@ -69,6 +69,35 @@ class TrainConfig:
     road_weight: float = opt(
         0.0, "Extra weight of the L1 term on the real map's road pixels (1 + W there; 0: plain L1)."
     )
+    teacher: str | None = opt(
+        None,
+        "Distil from this model file: the student learns the teacher's maps of the training aerials (cached once per run) beside the real maps.",
+    )
+    lambda_teacher: float = opt(
+        100.0, "With --teacher: weight of the road-weighted L1 to the teacher's map."
+    )
+    lambda_logit: float = opt(
+        0.0,
+        "With --teacher: weight of the road-weighted L1 to the teacher's output before its tanh, clipped to +-LOGIT_CLIP (the gradient that makes streets white does not fade near white).",
+    )
+    logit_clip: float = opt(3.0, "Clip of the teacher's pre-tanh output (tanh(3) is 254.4 grey).")
+    lambda_iou: float = opt(
+        0.0,
+        "Weight of 1 - the soft map-class IoU (the legend's colour rules as sigmoids) against the real map's classes.",
+    )
+    lambda_iou_teacher: float = opt(
+        0.0, "With --teacher: the same soft class-IoU term against the teacher's classes."
+    )
+    iou_tau: float = opt(6.0, "Width of the soft colour rules' sigmoids (grey levels).")
+    lambda_feat: float = opt(
+        0.0,
+        "With --teacher: weight of feature matching (the student's inner levels through learned 1x1 adapters against the teacher's); runs the teacher at every update.",
+    )
+    feat_levels: int = opt(3, "With --lambda-feat: inner U-Net levels matched, outermost first.")
+    teacher_cache: bool = opt(
+        True,
+        "With --teacher: compute the teacher's maps of the training pairs once (OUT/teacher_cache.npy) instead of at every update.",
+    )
     d_warmup: int = opt(
         0,
         "Updates at the start of the run that train the discriminator only (G frozen): with --init-from, a fresh D learns before its gradients reach the warm-started G.",
@@ -142,6 +171,25 @@ class TrainConfig:
             (
                 0 <= self.aug_clean <= 1,
                 f"--aug-clean must be 0 to 1 (a share of samples), got {self.aug_clean}",
+            ),
+            (
+                min(
+                    self.lambda_teacher,
+                    self.lambda_logit,
+                    self.lambda_iou,
+                    self.lambda_iou_teacher,
+                    self.lambda_feat,
+                )
+                >= 0,
+                "the --lambda-* weights must be 0 or more",
+            ),  # fmt: skip
+            (self.logit_clip > 0, f"--logit-clip must be above 0, got {self.logit_clip}"),
+            (self.iou_tau > 0, f"--iou-tau must be above 0, got {self.iou_tau}"),
+            (self.feat_levels >= 1, f"--feat-levels must be 1 or more, got {self.feat_levels}"),
+            (
+                bool(self.teacher)
+                or not (self.lambda_logit or self.lambda_iou_teacher or self.lambda_feat),
+                "--lambda-logit, --lambda-iou-teacher and --lambda-feat need a --teacher",
             ),
             (self.d_warmup >= 0, f"--d-warmup must be 0 or more, got {self.d_warmup}"),
             (self.lambda_gan >= 0, f"--lambda-gan must be 0 or more, got {self.lambda_gan}"),

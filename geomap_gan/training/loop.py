@@ -130,6 +130,11 @@ class Trainer(Pix2PixTask):
             "G": unwrap(self.G).state_dict(),
             "D": unwrap(self.D).state_dict(),
             **({"G_ema": self.G_ema.state_dict()} if self.G_ema is not None else {}),
+            **(
+                {"adapters": self.feature_match.state_dict()}
+                if self.feature_match is not None
+                else {}
+            ),
             "opt_G": self.opt_G.state_dict(),
             "opt_D": self.opt_D.state_dict(),
             "epoch": self.epoch,
@@ -176,6 +181,8 @@ class Trainer(Pix2PixTask):
             unwrap(self.D).load_state_dict(state["D"])
             if self.G_ema is not None:  # a run without an average starts one from its weights
                 self.G_ema.load_state_dict(state["G_ema"] if "G_ema" in state else state["G"])
+            if self.feature_match is not None and "adapters" in state:
+                self.feature_match.load_state_dict(state["adapters"])
             self.opt_G.load_state_dict(state["opt_G"])
             self.opt_D.load_state_dict(state["opt_D"])
             self.epoch, self.step = int(state["epoch"]), int(state["step"])
@@ -292,10 +299,21 @@ class Trainer(Pix2PixTask):
             date=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             git_commit=git_commit(),
             metrics={k: round(float(v), 4) for k, v in metrics.items()},
+            teacher=self._teacher_card(),
         )
         g = self.shipped_g
         assert isinstance(g, UnetGenerator)
         return save_model(MapModel(g, card), self.out / "model.safetensors")
+
+    def _teacher_card(self) -> dict[str, str]:
+        """The card's provenance of a distilled model (empty without a teacher)."""
+        if self.teacher is None or not self.cfg.teacher:
+            return {}
+        from geomap_gan.training.distill import teacher_provenance
+
+        return teacher_provenance(
+            self.teacher, self.cfg.teacher, self.teacher_sha, self.distill_recipe()
+        )
 
     def _log_epoch(self, row: dict[str, float]) -> None:
         path = self.out / "log.csv"
@@ -309,7 +327,17 @@ class Trainer(Pix2PixTask):
     # ---- the loop ----------------------------------------------------------------------------
     def _loader(self) -> torch.utils.data.DataLoader:
         cfg = self.cfg
-        ds = MapsDataset(self.train_pairs, cfg.crop_size, True, cfg.direction, cfg.augment)
+        ds: torch.utils.data.Dataset
+        if self.teacher is not None and cfg.teacher_cache:
+            from geomap_gan.training.distill import DistillDataset, teacher_cache
+
+            logits = teacher_cache(
+                self.teacher, self.teacher_sha, self.train_pairs, cfg.direction, cfg.amp,
+                self.device, self.out if self.is_main else None,
+            )  # fmt: skip
+            ds = DistillDataset(self.train_pairs, logits, cfg.crop_size, cfg.direction, cfg.augment)
+        else:
+            ds = MapsDataset(self.train_pairs, cfg.crop_size, True, cfg.direction, cfg.augment)
         sampler: torch.utils.data.DistributedSampler | None = None
         if self.world > 1:
             sampler = torch.utils.data.DistributedSampler(ds, seed=self.cfg.seed, drop_last=True)
@@ -392,8 +420,8 @@ class Trainer(Pix2PixTask):
         sums: dict[str, float] = {}
         lr = self.opt_G.param_groups[0]["lr"]  # this epoch's: the next is set at its end
         n, t0 = 0, time.perf_counter()
-        for a, b in loader:
-            losses = self.train_step(a, b)
+        for batch in loader:  # (input, map) or, distilling, (input, map, teacher's map)
+            losses = self.train_step(*batch)
             n += 1
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + v

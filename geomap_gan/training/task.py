@@ -12,9 +12,12 @@ import torch
 from torch import nn
 
 from geomap_gan.device import autocast
+from geomap_gan.errors import InputError
+from geomap_gan.model.modelfile import MapModel
 from geomap_gan.model.nets import (
     PatchDiscriminator,
     UnetGenerator,
+    from_model_range,
     init_weights,
     to_model_range,
 )
@@ -114,6 +117,7 @@ class Pix2PixTask:
         self.G_ema: nn.Module | None = None
         if cfg.ema_decay > 0:
             self.G_ema = copy.deepcopy(generator).eval().requires_grad_(False)
+        self._init_teacher(generator)  # after the copy: its hooks are the trained G's alone
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.G = nn.parallel.DistributedDataParallel(self.G, device_ids=ids)
@@ -124,9 +128,62 @@ class Pix2PixTask:
                 self.D, device_ids=ids, broadcast_buffers=False
             )
         betas = (cfg.beta1, cfg.beta2)
-        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=betas)
+        g_params = list(self.G.parameters())
+        if self.feature_match is not None:  # the adapters train with G
+            g_params += list(self.feature_match.parameters())
+        self.opt_G = torch.optim.Adam(g_params, lr=cfg.lr, betas=betas)
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=betas)
         self.step = 0  # optimiser updates completed
+
+    def _init_teacher(self, student: UnetGenerator) -> None:
+        """With ``--teacher``: the frozen teacher (eval mode), its file's digest, the hook on
+        the student's pre-tanh layer and, with ``--lambda-feat``, the feature adapters."""
+        from geomap_gan.training import distill
+
+        cfg = self.cfg
+        self.teacher: MapModel | None = None
+        self.teacher_sha = ""
+        self.feature_match: distill.FeatureMatch | None = None
+        self._pre_tanh: distill.Capture | None = None
+        if cfg.lambda_logit > 0:
+            self._pre_tanh = distill.Capture(distill.last_conv(student))
+        if not cfg.teacher:
+            return
+        from geomap_gan.model.modelfile import load_model
+
+        self.teacher = load_model(cfg.teacher, self.device)
+        if self.teacher.card.direction != cfg.direction:
+            raise InputError(
+                f"the teacher {cfg.teacher} maps {self.teacher.card.direction}, this run "
+                f"{cfg.direction}; pass --direction {self.teacher.card.direction}"
+            )
+        tg = self.teacher.generator.eval().requires_grad_(False)
+        tg.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.teacher_sha = distill.file_sha256(cfg.teacher)
+        self._teacher_pre_tanh = distill.Capture(distill.last_conv(tg))
+        if cfg.lambda_feat > 0:
+            self.feature_match = distill.FeatureMatch(student, tg, cfg.feat_levels)
+            self.feature_match.to(self.device)
+
+    def distill_recipe(self) -> str:
+        """The distillation terms of this run, for the model card."""
+        c = self.cfg
+        return (
+            f"lambda_teacher={c.lambda_teacher} lambda_logit={c.lambda_logit} "
+            f"logit_clip={c.logit_clip} lambda_l1={c.lambda_l1} road_weight={c.road_weight} "
+            f"lambda_iou={c.lambda_iou} lambda_iou_teacher={c.lambda_iou_teacher} "
+            f"iou_tau={c.iou_tau} lambda_feat={c.lambda_feat} feat_levels={c.feat_levels} "
+            f"lambda_gan={c.lambda_gan} lambda_shift={c.lambda_shift} "
+            f"teacher_cache={c.teacher_cache}"
+        )
+
+    @torch.no_grad()
+    def _run_teacher(self, a: torch.Tensor) -> torch.Tensor:
+        """The teacher's pre-tanh map of model-range inputs ``a`` (its features captured)."""
+        assert self.teacher is not None
+        with autocast(self.device, self.cfg.amp):
+            self.teacher.generator(a)
+        return self._teacher_pre_tanh.pop().float()
 
     @property
     def shipped_g(self) -> nn.Module:
@@ -150,7 +207,9 @@ class Pix2PixTask:
             buf.copy_(b)
 
     # ---- one update --------------------------------------------------------------------------
-    def train_step(self, a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
+    def train_step(
+        self, a: torch.Tensor, b: torch.Tensor, t: torch.Tensor | None = None
+    ) -> dict[str, float]:
         """One pix2pix update: D on (real, detached fake), then G on
         lambda_gan * GAN + lambda_l1 * L1 (+ lambda_shift * shift).
 
@@ -163,8 +222,14 @@ class Pix2PixTask:
         a = a.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         b = b.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         train_g, adversarial = self.step >= cfg.d_warmup, cfg.lambda_gan > 0
+        if self.teacher is not None and (t is None or self.feature_match is not None):
+            live = self._run_teacher(a)  # no cached map, or features to match
+            t = live if t is None else t
+        if t is not None:
+            t = t.to(self.device, non_blocking=True)
         with autocast(self.device, cfg.amp), torch.set_grad_enabled(train_g):
             fake = self.G(a)
+            terms = self._extra_terms(fake, b, t)
         nan = float("nan")
         d_real, d_fake = self._d_step(a, b, fake.detach()) if adversarial else (nan, nan)
 
@@ -177,6 +242,8 @@ class Pix2PixTask:
                 loss_g_gan = gan_loss(pred, True, cfg.gan_mode, False)
             loss_g_l1 = map_l1_loss(fake, b, cfg.road_weight)
             loss_g = cfg.lambda_gan * loss_g_gan + cfg.lambda_l1 * loss_g_l1
+            for weight, term in terms.values():
+                loss_g = loss_g + weight * term
             loss_shift = torch.zeros((), device=self.device)
             if cfg.lambda_shift > 0 and train_g:  # plain G: a second DDP forward breaks DDP
                 stride = 2**cfg.num_downs
@@ -196,7 +263,39 @@ class Pix2PixTask:
             "G_shift": loss_shift.item(),
             "D_real": d_real,
             "D_fake": d_fake,
+            **{k: term.item() for k, (_, term) in terms.items()},
         }
+
+    def _extra_terms(
+        self, fake: torch.Tensor, b: torch.Tensor, t: torch.Tensor | None
+    ) -> dict[str, tuple[float, torch.Tensor]]:
+        """The terms beside pix2pix's, as name -> (weight, value): the soft class IoU against
+        the real map and, with a teacher's pre-tanh map ``t``, the distillation terms
+        (:mod:`~geomap_gan.training.distill`). Called right after G's forward pass: the
+        pre-tanh and feature hooks hold its tensors."""
+        from geomap_gan.training import distill
+
+        cfg = self.cfg
+        out: dict[str, tuple[float, torch.Tensor]] = {}
+        pre = self._pre_tanh.pop() if self._pre_tanh is not None else None
+        if cfg.lambda_iou > 0:
+            real = distill.hard_class_masks(from_model_range(b))
+            out["G_iou"] = (cfg.lambda_iou, distill.soft_iou_loss(fake, real, cfg.iou_tau))
+        if t is None:
+            return out
+        t_map = torch.tanh(t)
+        if cfg.lambda_teacher > 0:
+            out["G_T"] = (cfg.lambda_teacher, map_l1_loss(fake, t_map, cfg.road_weight))
+        if pre is not None and cfg.lambda_logit > 0:
+            term = distill.logit_l1_loss(pre, t, cfg.road_weight, cfg.logit_clip)
+            out["G_logit"] = (cfg.lambda_logit, term)
+        if cfg.lambda_iou_teacher > 0:
+            masks = distill.hard_class_masks(from_model_range(t_map))
+            term = distill.soft_iou_loss(fake, masks, cfg.iou_tau)
+            out["G_iou_T"] = (cfg.lambda_iou_teacher, term)
+        if self.feature_match is not None:
+            out["G_feat"] = (cfg.lambda_feat, self.feature_match.loss())
+        return out
 
     def _d_step(self, a: torch.Tensor, b: torch.Tensor, fake: torch.Tensor) -> tuple[float, float]:
         """One discriminator update on (aerial, real map) against (aerial, ``fake`` detached);

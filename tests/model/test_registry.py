@@ -60,3 +60,34 @@ def test_a_new_generator_is_one_registered_entry(monkeypatch: pytest.MonkeyPatch
     assert isinstance(build_generator(card), nn.Conv2d)
     with pytest.raises(ValueError, match="registered twice"):
         registry.register(registry.ARCHITECTURES["pointwise"])
+
+
+@pytest.mark.parametrize(
+    ("ngf", "num_downs", "field", "stride"), [(16, 5, 94, 32), (16, 4, 46, 16)]
+)
+def test_student_sizes_build_save_and_load(
+    ngf: int, num_downs: int, field: int, stride: int, tmp_path: Path
+) -> None:
+    """The distillation students (issue 38) are unet_256 cards of another width and depth: a
+    4-level U-Net (4 ngf -> 8 ngf innermost) halves the receptive field, so the renderer's
+    margins; files of 5 levels and more keep their tensor names."""
+    torch.manual_seed(0)
+    arch = architecture("unet_256")
+    card = ModelCard(name="s", ngf=ngf, num_downs=num_downs, antialias=True, tile_size=64)
+    card = ModelCard(**{**card.__dict__, "receptive_field": arch.receptive_field(card)})
+    assert (card.receptive_field, arch.stride(card)) == (field, stride)
+    net = init_weights(build_generator(card.validate()))
+    path = save_model(MapModel(net, card), tmp_path / "s.safetensors", half=False)
+    loaded = load_model(path)
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(loaded.generator.eval()(x), net.eval()(x))
+
+
+def test_fewer_than_four_levels_are_refused() -> None:
+    with pytest.raises(ModelFileError, match="num_downs=3 is outside 4..9"):
+        ModelCard(num_downs=3, tile_size=64).validate()
+    from geomap_gan.model.nets import UnetGenerator
+
+    with pytest.raises(ValueError, match="at least 4"):
+        UnetGenerator(num_downs=3)
