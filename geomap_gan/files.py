@@ -106,23 +106,47 @@ def check_input(path: str | Path, what: str = "input") -> str | Path:
     return path
 
 
-def gdal_files(src: str | Path) -> list[str]:
+def gdal_files(src: str | Path, ds: object | None = None, depth: int = 8) -> list[str]:
     """``src`` and every file GDAL opens for it (``ds.files``: a VRT's sources, overviews,
-    masks, metadata sidecars); just ``src`` when GDAL cannot open it (the render says why)."""
+    masks, metadata sidecars), following VRTs of VRTs down to ``depth`` levels; just ``src``
+    when GDAL cannot open it (the render says why). ``ds``: ``src`` already open."""
+    if ds is None and not is_virtual(src):
+        check_input(src)
+    found = [str(src)]
+    seen = {str(src)}
+    todo: list[tuple[str, object | None]] = [(str(src), ds)]
+    while todo and depth > 0:
+        depth -= 1
+        nested: list[tuple[str, object | None]] = []
+        for path, opened in todo:
+            for name in _dataset_files(path, opened):
+                if name not in seen:
+                    seen.add(name)
+                    found.append(name)
+                    if name.lower().endswith(".vrt"):
+                        nested.append((name, None))
+        todo = nested
+    return found
+
+
+def _dataset_files(src: str, ds: object | None) -> list[str]:
+    """``ds.files`` of ``src`` (opened here unless given); [] when GDAL cannot open it."""
     import warnings
 
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
-    if not is_virtual(src):
-        check_input(src)
+    if ds is not None:
+        return [str(f) for f in getattr(ds, "files", [])]
+    if not is_virtual(src) and not Path(src).is_file():  # a FIFO would block GDAL
+        return []
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(src) as ds:
-                return [str(src), *ds.files]
+            with rasterio.open(src) as opened:
+                return [str(f) for f in opened.files]
     except (RasterioError, OSError):
-        return [str(src)]
+        return []
 
 
 def check_output(

@@ -314,7 +314,7 @@ def render(
     with env, scene.watch_corruption() as watch, contextlib.ExitStack() as stack:
         ds = stack.enter_context(scene.open_raster(src))
         # once the scene is open: its files (a VRT's sources, sidecars) are inputs too
-        dst_path = files.check_output(dst, options.overwrite, [src, *ds.files])
+        dst_path = files.check_output(dst, options.overwrite, files.gdal_files(src, ds))
         output.check_suffix(dst_path, options.driver)
         output.check_creation_options(options.driver, options.creation_options)
         device = resolve_device(options.device)

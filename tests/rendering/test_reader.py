@@ -103,3 +103,43 @@ def test_region_reader_honours_nodata_alpha_and_masks(tmp_path):
     with scene.open_raster(with_alpha) as ds:
         _, valid = reader.RegionReader(ds, (1, 2, 3), None, "a").read(0, 0, 16, 16)
     assert valid[:8].all() and not valid[8:].any()
+
+
+def _sparse_scene(path, side: int, valid: tuple[int, int, int]) -> object:
+    """A uint8 scene of ``side``^2 px, nodata 0 but for a square of ``valid[2]`` px at
+    (``valid[0]``, ``valid[1]``), tiled, DEFLATE, no overviews."""
+    import rasterio
+    from affine import Affine
+
+    x, y, n = valid
+    profile = dict(driver="GTiff", width=side, height=side, count=3, dtype="uint8", nodata=0,
+                   crs="EPSG:32631", transform=Affine(1, 0, 500_000, 0, -1, 5_000_000),
+                   tiled=True, blockxsize=256, blockysize=256, compress="DEFLATE")  # fmt: skip
+    with rasterio.open(path, "w", **profile) as ds:
+        block = np.random.default_rng(0).integers(1, 256, (3, n, n), dtype=np.uint8)
+        ds.write(block, window=rasterio.windows.Window(x, y, n, n))
+    return path
+
+
+def test_a_sparse_scene_is_sampled_where_its_data_is(tmp_path, monkeypatch):
+    """Issue 39: the 8 x 8 sample windows of a big scene without overviews can all miss a small
+    valid area; the whole extent is then read decimated, so the scene is not 'all nodata'."""
+    monkeypatch.setattr(reader, "STATS_FULL_READ_LIMIT", 1000)  # sample it as a big scene
+    path = _sparse_scene(tmp_path / "sparse.tif", 2000, (140, 140, 120))  # between windows
+    with scene.open_raster(path) as ds:
+        windows = reader._stats_windows(ds.width, ds.height)
+        assert not any(
+            w.col_off < 260 and w.col_off + w.width > 140 and w.row_off < 260 and w.row_off + w.height > 140
+            for w in windows
+        )  # fmt: skip  # the windows miss it
+        values = reader.sample_pixels(ds, (1, 2, 3))
+    assert values.shape[0] == 3 and values.shape[1] > 1000 and (values > 0).all()
+
+
+@pytest.mark.slow
+def test_a_12000_px_scene_with_1p4_percent_data_is_rendered_not_refused(tmp_path):
+    """The probe's case at full size: 12000^2 px, 1.4 % valid (a 1420 px square), no overviews."""
+    path = _sparse_scene(tmp_path / "sparse.tif", 12000, (5300, 7100, 1420))
+    with scene.open_raster(path) as ds:
+        values = reader.sample_pixels(ds, (1, 2, 3))
+    assert values.shape[1] > 10_000
