@@ -46,6 +46,7 @@ from geomap_gan.legend import CLASS_RULES, CLASSES, ROAD_MIN
 from geomap_gan.model.modelfile import MapModel
 from geomap_gan.model.nets import UnetSkipBlock, from_model_range, to_model_range
 from geomap_gan.training.augment import Augment, random_crop, random_dihedral, random_photometric
+from geomap_gan.training.config import TrainConfig
 from geomap_gan.training.data import Direction
 from geomap_gan.training.metrics import eval_mode, pair_sides
 
@@ -303,6 +304,18 @@ def _out_channels(block: UnetSkipBlock) -> int:
     down = block.model[1]
     assert isinstance(down, nn.Conv2d)
     return 2 * down.in_channels
+
+
+def recipe(c: TrainConfig) -> str:
+    """A run's distillation terms as one line, for the model card (the command has the rest)."""
+    return (
+        f"lambda_teacher={c.lambda_teacher} lambda_logit={c.lambda_logit} "
+        f"logit_clip={c.logit_clip} lambda_l1={c.lambda_l1} road_weight={c.road_weight} "
+        f"lambda_iou={c.lambda_iou} lambda_iou_teacher={c.lambda_iou_teacher} "
+        f"iou_tau={c.iou_tau} lambda_feat={c.lambda_feat} feat_levels={c.feat_levels} "
+        f"lambda_gan={c.lambda_gan} lambda_shift={c.lambda_shift} "
+        f"teacher_cache={c.teacher_cache}"
+    )
 
 
 def teacher_provenance(teacher: MapModel, path: str | Path, sha: str, recipe: str) -> dict:

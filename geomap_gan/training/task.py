@@ -167,15 +167,9 @@ class Pix2PixTask:
 
     def distill_recipe(self) -> str:
         """The distillation terms of this run, for the model card."""
-        c = self.cfg
-        return (
-            f"lambda_teacher={c.lambda_teacher} lambda_logit={c.lambda_logit} "
-            f"logit_clip={c.logit_clip} lambda_l1={c.lambda_l1} road_weight={c.road_weight} "
-            f"lambda_iou={c.lambda_iou} lambda_iou_teacher={c.lambda_iou_teacher} "
-            f"iou_tau={c.iou_tau} lambda_feat={c.lambda_feat} feat_levels={c.feat_levels} "
-            f"lambda_gan={c.lambda_gan} lambda_shift={c.lambda_shift} "
-            f"teacher_cache={c.teacher_cache}"
-        )
+        from geomap_gan.training.distill import recipe
+
+        return recipe(self.cfg)
 
     @torch.no_grad()
     def _run_teacher(self, a: torch.Tensor) -> torch.Tensor:
