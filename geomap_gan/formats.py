@@ -35,7 +35,7 @@ _GTIFF_NUMBERS = {
     "NUM_THREADS": (1, 1024),
 }
 _COG_NUMBERS = {
-    "BLOCKSIZE": (16, MAX_BLOCK),
+    "BLOCKSIZE": (128, MAX_BLOCK),  # GDAL's COG driver refuses smaller tiles
     "LEVEL": (1, 22),
     "QUALITY": (1, 100),
     "OVERVIEW_COUNT": (0, 30),
