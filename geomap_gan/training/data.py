@@ -53,6 +53,9 @@ def list_pairs(root: str | Path, split: str) -> list[Path]:
     if not folder.is_dir():
         raise DatasetError(f"{root} has no '{split}' folder; expected {folder}/*.jpg (A|B pairs)")
     files = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+    special = next((p for p in files if not p.is_file()), None)  # a FIFO would block the read
+    if special is not None:
+        raise DatasetError(f"{special} is not a regular file (a FIFO, device or folder); remove it")
     if not files:
         raise DatasetError(f"split {folder} is empty; expected *.jpg images of A|B pairs")
     return sorted(files, key=lambda p: (0, int(p.stem), "") if p.stem.isdigit() else (1, 0, p.stem))
