@@ -148,8 +148,9 @@ def write_vrt(paths: Sequence[Path], vrt: Path, overwrite: bool = True) -> Path:
 def publish_strips(work: Path, folder: Path, vrt: Path, overwrite: bool) -> None:
     """Give the finished strips folder ``work`` its final name ``folder`` and write ``vrt``
     over its strips. A ``folder`` already there (checked to be this tool's by
-    ``files.check_output_folder``) is moved aside first and removed only once the new one is
-    in place, so a failure leaves the earlier result whole."""
+    ``files.check_output_folder``) is moved aside first and removed only once the new folder
+    and the VRT are in place; if anything fails it is put back, so the earlier result stays
+    whole."""
     old = None
     if folder.exists():
         if not files.made_here(folder):  # checked before the work; checked again now
@@ -158,15 +159,17 @@ def publish_strips(work: Path, folder: Path, vrt: Path, overwrite: bool) -> None
         folder.rename(old)
     try:
         work.rename(folder)
-    except OSError:
+        try:
+            write_vrt(sorted(folder.glob("strip_*.tif")), vrt, overwrite)
+        except BaseException:
+            folder.rename(work)  # the scratch folder again: removed with it
+            raise
+    except BaseException:
         if old is not None:
             old.rename(folder)
         raise
-    try:
-        write_vrt(sorted(folder.glob("strip_*.tif")), vrt, overwrite)
-    finally:
-        if old is not None:
-            files.remove_made_dir(old)
+    if old is not None:
+        files.remove_made_dir(old)
 
 
 def _copy_strip(path: Path, rows: tuple[int, int], grid: Grid, writer, alpha: bool) -> None:
