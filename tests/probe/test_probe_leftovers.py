@@ -9,7 +9,6 @@ client's scratch bookkeeping, which runs before, around and after the workers.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
 import sys
