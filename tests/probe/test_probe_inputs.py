@@ -140,3 +140,14 @@ def test_check_input_accepts_virtual_paths_without_touching_them():
     for path in ("/vsicurl/https://example.invalid/a.tif", "https://example.invalid/a.tif",
                  "/vsizip//nowhere/a.zip/a.tif", "s3://bucket/a.tif"):  # fmt: skip
         assert files.check_input(path) == path
+
+
+def test_a_val_dir_that_cannot_be_read_is_refused_not_skipped(tmp_path):
+    """Issue 39: `train --val-dir nope` trained without validation and exited 0 (a warning
+    that -q hid)."""
+    data = small_dataset(tmp_path / "maps")
+    refused(["-q", "train", data, "--out", tmp_path / "run", "--val-dir", tmp_path / "nope",
+             *TRAIN_TINY], "--val-dir", tmp_path)  # fmt: skip
+    (tmp_path / "empty" / "val").mkdir(parents=True)
+    refused(["train", data, "--out", tmp_path / "run", "--val-dir", tmp_path / "empty",
+             *TRAIN_TINY], "--val-dir", tmp_path)  # fmt: skip
