@@ -231,12 +231,12 @@ def _to_grid_pixels(geoms: np.ndarray, src: CRS, grid: Grid) -> np.ndarray:
 def _scene_bbox_in(src: CRS, grid: Grid) -> tuple[float, float, float, float] | None:
     """The render grid's bounds in CRS ``src`` (a read filter), None when they cannot be found."""
     from rasterio.warp import transform_bounds
-    from rasterio.windows import Window, bounds
 
     assert grid.crs is not None
-    b = bounds(Window(0, 0, grid.width, grid.height), grid.transform)
+    t = grid.transform
+    xs, ys = (t.c, t.c + t.a * grid.width), (t.f, t.f + t.e * grid.height)
     try:
-        out = transform_bounds(grid.crs, src, *b, densify_pts=21)
+        out = transform_bounds(grid.crs, src, min(xs), min(ys), max(xs), max(ys), densify_pts=21)
     except Exception:
         return None
     return out if all(math.isfinite(v) for v in out) else None  # type: ignore[return-value]
