@@ -159,8 +159,14 @@ class TrainConfig:
                 "or fewer --num-downs",
             ),
             (
-                self.load_size >= self.crop_size,
-                f"--load-size ({self.load_size}) must be at least --crop-size ({self.crop_size})",
+                self.crop_size <= self.load_size <= hi_t,
+                f"--load-size ({self.load_size}) must be at least --crop-size ({self.crop_size}) "
+                f"and at most {hi_t} px",
+            ),
+            (
+                0 <= self.samples <= 64 and 1 <= self.val_subset <= 100_000,
+                f"--samples must be 0 (none) to 64 and --val-subset 1 to 100000, got "
+                f"{self.samples} and {self.val_subset}",
             ),
             (
                 min(self.epochs, self.epochs_decay) >= 0 and self.total_epochs >= 1,

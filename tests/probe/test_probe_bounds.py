@@ -213,3 +213,20 @@ def test_a_card_with_every_implemented_value_loads(tmp_path, tiny_model_file):
     good = _card_file(tiny_model_file, tmp_path / "good.safetensors", direction="BtoA",
                       metrics={"miou": 0.5, "rmse": 16.0, "psnr": 25.0, "ssim": -0.1, "n": 10})  # fmt: skip
     assert load_model(good).card.direction == "BtoA"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--load-size", "1000000"], "--load-size (1000000) must be at least"),  # asked 5 TiB
+        (["--samples", "1000000000"], "--samples must be 0 (none) to 64"),
+        (["--samples", "-1"], "--samples must be 0 (none) to 64"),
+        (["--val-subset", "0"], "--val-subset 1 to 100000"),
+        (["--lr", "nan"], "--lr must be above 0"),
+    ],
+)
+def test_train_numbers_are_bounded_before_any_data_is_read(tmp_path, args, message):
+    from probe_util import TRAIN_TINY
+
+    data = small_dataset(tmp_path / "maps")
+    refused(["train", data, "--out", tmp_path / "run", *TRAIN_TINY, *args], message, tmp_path)
