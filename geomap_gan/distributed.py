@@ -109,7 +109,7 @@ def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
 
 
 def output_paths(
-    inputs: Sequence[Path], out_dir: Path, input_files: Sequence[str | Path] = ()
+    inputs: Sequence[Path], out_dir: Path, input_files: files.InputFiles | None = None
 ) -> list[Path]:
     """``OUT_DIR/<input stem>.tif`` for each input; InputError when two inputs would share an
     output, OutputError when an output would be an input or a file GDAL reads for one
@@ -122,7 +122,7 @@ def output_paths(
             raise InputError(
                 f"{seen[dst.name]} and {src} would both be written to {dst}; rename one of them"
             )
-        files.check_not_input(dst, [src, *input_files])
+        files.check_not_input(dst, input_files or files.InputFiles([src]))
         seen[dst.name] = src
         outs.append(dst)
     return outs
@@ -156,7 +156,7 @@ def _prepare_many(
     out = Path(out_dir).expanduser().absolute()
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out-dir {out} is a file; give a folder")
-    input_files = [f for s in sources for f in files.gdal_files(s)]
+    input_files = files.InputFiles(f for s in sources for f in files.gdal_files(s))
     dsts = output_paths(sources, out, input_files)
     mosaic = out / MOSAIC_NAME
     if out.is_dir():

@@ -69,15 +69,6 @@ def current_umask() -> int:
     return mask
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    if a.resolve() == b.resolve():
-        return True
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
 def _sidecars(path: Path) -> list[Path]:
     """Files GDAL may read along with ``path`` (whether or not they exist)."""
     names = [path.with_name(path.name + s) for s in SIDECAR_SUFFIXES]
@@ -152,7 +143,7 @@ def _dataset_files(src: str, ds: object | None) -> list[str]:
 def check_output(
     dst: str | Path,
     overwrite: bool,
-    inputs: Iterable[str | Path] = (),
+    inputs: Iterable[str | Path] | InputFiles = (),
     fmt: OutputFormat | None = None,
 ) -> Path:
     """Validate an output path before any work; returns it absolute.
@@ -180,22 +171,53 @@ def check_output(
     return dst_path
 
 
-def check_not_input(dst: Path, inputs: Iterable[str | Path]) -> None:
-    """OutputError when ``dst`` is one of ``inputs`` or a sidecar GDAL would read with one."""
-    dst_path = Path(dst).expanduser().absolute()
-    for src in inputs:
-        if is_virtual(src):
-            continue
-        src_path = Path(src).expanduser().absolute()
-        if _same_file(dst_path, src_path):
-            raise OutputError(
-                f"output {dst} is the input (or one of its files); choose another output path"
-            )
-        if any(_same_file(dst_path, s) for s in _sidecars(src_path)):
-            raise OutputError(
-                f"output {dst} is a sidecar file of the input {src_path.name} (GDAL reads it "
-                "with the input); choose another output path"
-            )
+class InputFiles:
+    """The files of a command's inputs (and the sidecars GDAL would read with them), indexed
+    once by real path and by (device, inode), so that many outputs are checked against many
+    inputs in linear time (render-many: every output against every input's files)."""
+
+    def __init__(self, inputs: Iterable[str | Path]) -> None:
+        self.paths: dict[str, tuple[str, bool]] = {}  # real path -> (input name, is a sidecar)
+        self.inodes: dict[tuple[int, int], tuple[str, bool]] = {}
+        for src in inputs:
+            if is_virtual(src):
+                continue
+            src_path = Path(src).expanduser().absolute()
+            for path, sidecar in [(src_path, False), *((s, True) for s in _sidecars(src_path))]:
+                self._add(path, (src_path.name, sidecar))
+
+    def _add(self, path: Path, what: tuple[str, bool]) -> None:
+        self.paths.setdefault(os.path.realpath(path), what)
+        with contextlib.suppress(OSError):
+            st = os.stat(path)
+            self.inodes.setdefault((st.st_dev, st.st_ino), what)
+
+    def find(self, dst: Path) -> tuple[str, bool] | None:
+        """(input name, whether ``dst`` is its sidecar) when ``dst`` is one of the files."""
+        found = self.paths.get(os.path.realpath(dst))
+        if found is None:
+            with contextlib.suppress(OSError):
+                st = os.stat(dst)
+                found = self.inodes.get((st.st_dev, st.st_ino))
+        return found
+
+
+def check_not_input(dst: Path, inputs: Iterable[str | Path] | InputFiles) -> None:
+    """OutputError when ``dst`` is one of ``inputs`` or a sidecar GDAL would read with one
+    (through links and hard links too)."""
+    index = inputs if isinstance(inputs, InputFiles) else InputFiles(inputs)
+    found = index.find(Path(dst).expanduser().absolute())
+    if found is None:
+        return
+    name, sidecar = found
+    if sidecar:
+        raise OutputError(
+            f"output {dst} is a sidecar file of the input {name} (GDAL reads it with the "
+            "input); choose another output path"
+        )
+    raise OutputError(
+        f"output {dst} is the input (or one of its files); choose another output path"
+    )
 
 
 def check_output_folder(

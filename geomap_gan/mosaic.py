@@ -45,7 +45,9 @@ def is_own_mosaic(path: Path) -> bool:
     return head.startswith(b"<VRTDataset") and f'key="{MOSAIC_KEY}"'.encode() in head
 
 
-def check_mosaic(vrt: Path, overwrite: bool, inputs: Sequence[str | Path]) -> Path:
+def check_mosaic(
+    vrt: Path, overwrite: bool, inputs: Sequence[str | Path] | files.InputFiles
+) -> Path:
     """The mosaic path, checked before any work: never an input (or a file GDAL reads for one),
     and an existing file there is replaced only with ``overwrite``, unless it is a mosaic this
     tool wrote (:func:`is_own_mosaic`)."""
