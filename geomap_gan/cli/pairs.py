@@ -79,7 +79,8 @@ class _Bar:
               help="Distance between tiles, px; 0: half the tile rounded down to the network's "
               "stride (128 for the bundled model).")  # fmt: skip
 @click.option("--block", default=0, show_default=True,
-              help="Side of the validation blocks, px; 0: four steps.")  # fmt: skip
+              help="Side of the validation blocks, px; 0: of 1, 2 or 4 steps, the one that keeps the "
+              "most training tiles.")  # fmt: skip
 @click.option("--seed", default=0, show_default=True, help="Seed of the choice of val blocks.")
 @click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="The model whose grid (GSD, stride) the pairs are cut on [default: bundled].")  # fmt: skip

@@ -10,8 +10,9 @@ holds exactly the pixels that the renderer would feed the model there; tiles sta
 network's stride lattice (``engine.lattice_phase``), so they see the render's stride phase.
 
 The validation share is a spatial split: the grid is divided into square blocks, whole blocks
-go to val (seeded), and a training tile that overlaps or touches a val tile is dropped, so no val
-pixel was ever seen in training, not even at a tile's edge. Tiles lie wholly inside the coverage
+go to val, grown greedily as a compact region (:func:`split_tiles`), and a training tile that
+overlaps or touches a val tile is dropped, so no val pixel was ever seen in training, not even
+at a tile's edge. Tiles lie wholly inside the coverage
 (where the layers are complete) and where the aerial (and the map raster) has valid pixels.
 
 Nothing is written until the pairs are complete: they are made in a hidden scratch folder beside
@@ -62,7 +63,8 @@ FORMAT = "geomap-gan-pairs/1"
 PAIRS_FILE = "pairs.json"
 PAIRS_ENTRIES = {PAIRS_FILE, "train", "val"}  # what --overwrite may replace
 DEFAULT_TILE = 286  # the trainer's load size: it random-crops its 256 px crops from these
-BLOCK_TILES = 4  # the spatial split's block side, in steps
+BLOCK_STEPS = (1, 2, 4, 8, 16, 32, 64)  # block sides tried for the split, in steps
+MAX_BLOCKS = 400  # blocks at most in a split (its greedy choice is blocks x tiles per block)
 WIDTH_FIELD = "width"  # a layer attribute (metres) that sets each line feature's stroke width
 
 
@@ -112,7 +114,8 @@ class PairsOptions:
     from them); val pairs are the model's tile size, which the trainer evaluates uncropped.
     ``step``: distance between tile origins (0: half the tile, rounded down to the network's
     stride, so every tile starts on the render's stride lattice). ``val_share``: the share of
-    tiles that go to val, in whole blocks of ``block`` px (0: four steps). ``bands``, ``scale``:
+    tiles that go to val, in whole blocks of ``block`` px (0: the side that keeps the most
+    training tiles, :func:`choose_split`). ``bands``, ``scale``:
     as for ``render``, and the fine-tuned model must be rendered with the same.
     """
 
@@ -471,18 +474,6 @@ class MapRaster:
 
 
 # ---- tiles and the spatial split ---------------------------------------------------------------
-@dataclass(frozen=True)
-class Layout:
-    """Tile origins on the render grid and their split."""
-
-    train: list[tuple[int, int]]
-    val: list[tuple[int, int]]
-    dropped: int
-    step: int
-    block: int
-    val_blocks: int
-
-
 def candidate_origins(
     width: int, height: int, tile: int, step: int, phase: tuple[int, int]
 ) -> list[tuple[int, int]]:
@@ -548,6 +539,40 @@ def split_tiles(
     val = [tuple(map(int, o)) for o in xy[in_val]]
     train = [tuple(map(int, o)) for o in xy[~in_val & ~dropped]]
     return train, val, int(dropped.sum()), int(chosen.sum())  # type: ignore[return-value]
+
+
+def choose_split(
+    origins: Sequence[tuple[int, int]],
+    tile: int,
+    val_tile: int,
+    val_share: float,
+    block: int,
+    step: int,
+    phase: tuple[int, int],
+    seed: int,
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]], int, int, int]:
+    """:func:`split_tiles` with ``block`` px blocks, or (``block`` 0) the block side among the
+    three smallest of :data:`BLOCK_STEPS` that make at most :data:`MAX_BLOCKS` blocks which
+    keeps the most training tiles (ties: the larger). Returns (train, val, dropped, val
+    blocks, block side)."""
+    if block:
+        return (*split_tiles(origins, tile, val_tile, val_share, block, phase, seed), block)
+    xy = np.array(origins, dtype=np.int64).reshape(-1, 2)
+    sizes = []
+    for k in BLOCK_STEPS:
+        side = k * step
+        keys = (xy + tile // 2 - np.array(phase)) // side
+        if len(np.unique(keys, axis=0)) <= MAX_BLOCKS:
+            sizes.append(side)
+        if len(sizes) == 3:
+            break
+    best = None
+    for side in sizes or [BLOCK_STEPS[-1] * step]:
+        found = (*split_tiles(origins, tile, val_tile, val_share, side, phase, seed), side)
+        if best is None or len(found[0]) >= len(best[0]):
+            best = found
+    assert best is not None
+    return best
 
 
 # ---- the output folder -------------------------------------------------------------------------
@@ -655,7 +680,6 @@ def make_pairs(
     options.validate(card.tile_size)
     stride = 2**card.num_downs
     step = options.step or max(stride, options.tile // 2 // stride * stride)
-    block = options.block or BLOCK_TILES * step
     val_tile = card.tile_size
     # the renderer's reading of the scene; window options do not apply to pairs
     render_opts = RenderOptions(bands=options.bands, scale=options.scale, overlap=0)
@@ -699,13 +723,14 @@ def make_pairs(
                 f"render grid lies{where} where the aerial{' and the map' if base else ''} "
                 "have valid pixels; give a larger coverage or a smaller --tile"
             )
-        train, val, dropped, val_blocks = split_tiles(
-            eligible, options.tile, val_tile, options.val_share, block, phase, options.seed
-        )
+        train, val, dropped, val_blocks, block = choose_split(
+            eligible, options.tile, val_tile, options.val_share, options.block, step, phase,
+            options.seed,
+        )  # fmt: skip
         if not train:
             raise InputError(
                 f"all {len(eligible)} tiles went to val or next to it; lower --val-share, "
-                "or a smaller --step or --block"
+                "or give a larger coverage"
             )
         log.info(
             "%s: render grid %dx%d px at %.4g m/px, %d tiles (%d px, step %d): %d train, %d val "

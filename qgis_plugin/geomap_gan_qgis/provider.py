@@ -8,6 +8,8 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .engine import SETTING
+from .finetune_algorithm import FinetuneAlgorithm
+from .pairs_algorithm import PairsAlgorithm
 from .render_algorithm import RenderAlgorithm
 from .setup_algorithm import SetupAlgorithm
 
@@ -15,7 +17,8 @@ ICON = Path(__file__).resolve().parent / "icon.png"
 
 
 class GeomapGanProvider(QgsProcessingProvider):
-    """Holds the render and set-up algorithms; outputs are GeoTIFF only."""
+    """Holds the render, training-pairs, fine-tune and set-up algorithms; rasters out are
+    GeoTIFF only."""
 
     def id(self) -> str:
         return "geomap_gan"
@@ -53,6 +56,8 @@ class GeomapGanProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self) -> None:  # noqa: N802 (QGIS API)
         self.addAlgorithm(RenderAlgorithm())
+        self.addAlgorithm(PairsAlgorithm())
+        self.addAlgorithm(FinetuneAlgorithm())
         self.addAlgorithm(SetupAlgorithm())
 
     def supportedOutputRasterLayerExtensions(self) -> list[str]:  # noqa: N802 (QGIS API)

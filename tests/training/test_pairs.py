@@ -22,6 +22,7 @@ from geomap_gan.training.pairs import (
     LayerSpec,
     PairsOptions,
     candidate_origins,
+    choose_split,
     make_pairs,
     split_tiles,
 )
@@ -196,6 +197,15 @@ def test_split_is_spatial_and_val_never_touches_train():
     assert all(((o[0] + 32) // 128 * 1000 + (o[1] + 32) // 128 in key) == (o in set(val))
                for o in origins)  # fmt: skip
     assert split_tiles(origins, 64, 32, 0.2, 128, (0, 0), seed=3)[1] == val  # seeded
+
+
+def test_chosen_block_keeps_training_tiles_on_a_small_area():
+    """35 tiles at a 64 px step: blocks of 4 steps would send all to val or next to it."""
+    origins = candidate_origins(560, 723, 286, 64, (0, 0))
+    assert not split_tiles(origins, 286, 256, 0.15, 256, (0, 0), 0)[0]
+    train, val, dropped, _, block = choose_split(origins, 286, 256, 0.15, 0, 64, (0, 0), 0)
+    assert len(train) >= 5 and len(val) >= 0.15 * len(origins) and block in (64, 128, 256)
+    assert len(train) + len(val) + dropped == len(origins)
 
 
 def test_tiles_lie_inside_coverage_and_valid_pixels(tiny_model_file, tmp_path):
