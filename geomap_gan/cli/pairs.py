@@ -237,4 +237,9 @@ def finetune(
     elif not quiet:
         click.echo(f"model written to {result.model} ({result.updates} updates, "
                    f"{result.seconds:.0f} s)")  # fmt: skip
-        echo_json_or_table(result.metrics, False)
+        shown = {k: v for k, v in result.metrics.items()
+                 if not k.startswith("iou_") or k[4:] in result.classes}  # fmt: skip
+        if result.classes:
+            ious = [result.metrics.get(f"iou_{c}", 0.0) for c in result.classes]
+            shown["miou"] = sum(ious) / len(ious)  # over the classes the pairs draw
+        echo_json_or_table(shown, False)

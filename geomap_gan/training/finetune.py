@@ -66,6 +66,7 @@ class FinetuneResult:
     val_pairs: int
     seconds: float
     metrics: dict[str, float]
+    classes: tuple[str, ...] = ()  # the map classes the pairs draw (all: a map raster's pairs)
 
 
 def _sha256(path: Path) -> str:
@@ -187,7 +188,20 @@ def plan(
             crs=manifest.get("crs"),
             region=_region(manifest),
         )
+    record["pairs"]["classes"] = drawn_classes(manifest)
     return cfg, record
+
+
+def drawn_classes(manifest: dict[str, Any] | None) -> list[str]:
+    """The legend's classes that pairs show: their layers' classes; all of them for pairs of a
+    map raster or of a folder without pairs.json (IoU of a class absent from both sides is 0,
+    which says nothing about the model)."""
+    from geomap_gan.legend import CLASSES
+
+    if manifest is None or manifest.get("map"):
+        return list(CLASSES)
+    layers = {str(x.get("class")) for x in manifest.get("layers", [])}
+    return [c for c in CLASSES if c in layers]
 
 
 def _region(manifest: dict[str, Any]) -> list[float] | None:
@@ -288,6 +302,7 @@ def finetune(
         val_pairs=0 if trainer.val_pairs is None else len(trainer.val_pairs),
         seconds=time.perf_counter() - start,
         metrics={k: float(v) for k, v in metrics.items()},
+        classes=tuple(record["pairs"]["classes"]),
     )
 
 

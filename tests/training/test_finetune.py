@@ -106,6 +106,24 @@ def test_frozen_encoder_stays_as_the_base(tiny_model_file, region, tmp_path):
     assert all(p.requires_grad for m in convs for p in m.parameters())
 
 
+def test_cli_progress_json_events(tiny_model_file, region, tmp_path):
+    """What the QGIS algorithm reads: one JSON event per line, progress in updates, then the
+    result with the model file and the classes the pairs draw."""
+    _, pairs = region
+    run = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["finetune", str(pairs), "--out", str(run), "--model",
+                                      str(tiny_model_file), "--epochs", "1", "--epochs-decay",
+                                      "0", "--batch-size", "4", "--threads", "1", "--progress",
+                                      "json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    events = [json.loads(ln) for ln in result.output.splitlines() if ln.startswith("{")]
+    progress = [e for e in events if e["event"] == "progress"]
+    assert progress and progress[-1]["done"] == progress[-1]["total"] > 0
+    last = events[-1]
+    assert last["event"] == "result" and Path(last["model"]) == run / "model.safetensors"
+    assert last["classes"] == ["road", "water"] and "iou_water" in last["metrics"]
+
+
 def _bad(args: list[str]) -> str:
     result = CliRunner().invoke(cli, ["finetune", *args])
     assert result.exit_code == 2, result.output
