@@ -1,0 +1,327 @@
+"""A skeleton (one-pixel-wide strokes) as a graph: the pixel paths between its nodes.
+
+Our own short module rather than ``skan``: skan pulls in numba and pandas, and what is needed here
+is small and vectorised (scipy's sparse graph routines walk the paths in C).
+
+Pixels link to their 8 neighbours, except that a diagonal link is dropped where the two pixels
+share a 4-neighbour in the skeleton: the staircase corners of a thin line then have 2 links, not
+3, so only true junctions and ends become nodes. Nodes: pixels with 1 link (ends) or 3 or more
+(junctions; adjacent junction pixels form one junction, placed at their centroid, where every
+line through it ends: lines meet at shared end points).
+
+The graph is traced for the core rows of a strip, from the skeleton of a window that reaches
+further (degrees and junctions there are the whole map's). A link across the core's border
+between two path pixels ends at a *cut* node at its midpoint, where the neighbouring strip's
+piece of the same line starts; a path that reaches a node across the border ends at that node
+(the other strip leaves that link alone), and a link between two nodes across the border is
+traced by the upper strip only. So every edge of the whole map's graph is traced exactly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components, depth_first_order
+
+Distance = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""Distance (metres) to the stroke's edge at window pixels (rows, columns)."""
+
+
+@dataclass
+class Piece:
+    """A pixel path between two nodes (or a closed ring of pixels with no node).
+
+    ``coords``: (n, 2) pixel-centre coordinates (x = column + 0.5, y = row + 0.5 of the map); the
+    first and last are the end nodes' points. ``start_cut``/``end_cut``: that end is a cut node.
+    ``samples``: distance-to-edge (metres) at the path's pixels, for the stroke width.
+    ``ring``: a loop of path pixels with no node (first point repeated last).
+    ``ready``: per end, the map row the strips must have covered before that node has all its
+    edges (a junction on a cut gets edges from both strips). ``radius``: per end, a junction's
+    distance to the strokes' edge (metres; 0 elsewhere): a branch's length beyond the stroke it
+    leaves is its length less that.
+    """
+
+    coords: np.ndarray
+    start_cut: bool
+    end_cut: bool
+    samples: np.ndarray
+    ring: bool = False
+    ready: tuple[int, int] = (0, 0)
+    radius: tuple[float, float] = (0.0, 0.0)
+
+
+def _shift(m: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """``out[y + dy, x + dx] = m[y, x]`` (zero where nothing lands)."""
+    out = np.zeros_like(m)
+    h, w = m.shape
+    out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = m[
+        max(-dy, 0) : h - max(dy, 0), max(-dx, 0) : w - max(dx, 0)
+    ]
+    return out
+
+
+def links(sk: np.ndarray) -> dict[tuple[int, int], np.ndarray]:
+    """Pruned links: ``links[(dy, dx)][y, x]`` when pixel (y, x) links to (y + dy, x + dx);
+    each link once, from its first pixel in row-major order."""
+    p = np.pad(sk, 1)
+    h, w = sk.shape
+
+    def at(dy: int, dx: int) -> np.ndarray:
+        return p[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+
+    return {
+        (0, 1): sk & at(0, 1),
+        (1, 0): sk & at(1, 0),
+        (1, 1): sk & at(1, 1) & ~at(1, 0) & ~at(0, 1),
+        (1, -1): sk & at(1, -1) & ~at(1, 0) & ~at(0, -1),
+    }
+
+
+def degree(lk: dict[tuple[int, int], np.ndarray]) -> np.ndarray:
+    """Links per pixel."""
+    deg = np.zeros(next(iter(lk.values())).shape, dtype=np.uint8)
+    for (dy, dx), m in lk.items():
+        deg += m
+        deg += _shift(m, dy, dx)
+    return deg
+
+
+@dataclass
+class _Vertices:
+    """One strip's graph: core pixels, then outside nodes next to the core, then cut nodes."""
+
+    xy: np.ndarray  # (n, 2) map pixel-centre coordinates (a cut node: its link's midpoint)
+    point: np.ndarray  # where a line ending at the vertex ends (a junction: its centroid)
+    ready: np.ndarray  # a node is settled once the strips have covered this map row
+    radius: np.ndarray  # a junction's distance to the edge (metres), else 0
+    jlabel: np.ndarray  # junction of a junction pixel (-1: none)
+    chain: np.ndarray  # path pixel (2 links)
+    cut: np.ndarray  # a cut node
+    samples: np.ndarray  # distance to the edge (metres) at core pixels, else NaN
+    u: np.ndarray  # links, as vertex pairs
+    v: np.ndarray
+
+
+def _find(table: np.ndarray, flat: np.ndarray) -> np.ndarray:
+    """Positions of ``flat`` pixel indices in the sorted ``table`` (-1: absent). Lookups in the
+    pixel lists keep memory to the skeleton's size, not the window's."""
+    at = np.minimum(np.searchsorted(table, flat), max(len(table) - 1, 0))
+    found = table[at] == flat if len(table) else np.zeros(len(flat), dtype=bool)
+    return np.where(found, at, -1)
+
+
+def _junctions(
+    lk: dict[tuple[int, int], np.ndarray], deg: np.ndarray, dist: Distance, w0: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Junctions of a window (map rows from ``w0``): the junction pixels (sorted flat indices)
+    and their junction's label, and per junction its centroid (x, y), its last map row and its
+    largest distance to the edge.
+    Computed on the whole window, so a junction that a cut crosses is the same junction to both
+    strips."""
+    w = deg.shape[1]
+    junc = deg >= 3
+    flat = np.flatnonzero(junc)
+    ys, xs = np.divmod(flat, w)
+    us, vs = [], []
+    for (dy, dx), m in lk.items():
+        f1 = np.flatnonzero(m & junc & _shift(junc, -dy, -dx))
+        us.append(_find(flat, f1))
+        vs.append(_find(flat, f1 + dy * w + dx))
+    comp = _components(len(flat), np.concatenate(us), np.concatenate(vs))
+    count = np.maximum(np.bincount(comp, minlength=1), 1)
+    centre = np.column_stack(
+        [
+            np.bincount(comp, weights=xs + 0.5, minlength=1) / count,
+            np.bincount(comp, weights=ys + w0 + 0.5, minlength=1) / count,
+        ]
+    )
+    last = np.zeros(len(count), dtype=np.int64)
+    np.maximum.at(last, comp, ys + w0)
+    radius = np.zeros(len(count))
+    np.maximum.at(radius, comp, dist(ys, xs))
+    return flat, comp, centre, last, radius
+
+
+def _crossing(
+    y1: np.ndarray,
+    x1: np.ndarray,
+    y2: np.ndarray,
+    x2: np.ndarray,
+    core: tuple[int, int],
+    deg: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
+    """Split links that cross the core's border by what the two strips do with them: both
+    ends on a path -> a cut node at the midpoint (``cut``); the inner end on a path -> the line
+    ends at the outer node (``inner_path``); both ends nodes -> a two-point line, traced by the
+    upper strip only (``nodes``); the inner end a node, the outer on a path -> left to the other
+    strip, which traces that path to this node."""
+    in1 = (y1 >= core[0]) & (y1 < core[1])
+    in2 = (y2 >= core[0]) & (y2 < core[1])
+    crossing = in1 ^ in2
+    iy = np.where(in1, y1, y2)
+    ix = np.where(in1, x1, x2)
+    oy = np.where(in1, y2, y1)
+    ox = np.where(in1, x2, x1)
+    ipath, opath = deg[iy, ix] == 2, deg[oy, ox] == 2
+    cut = crossing & ipath & opath
+    inner_path = crossing & ipath & ~opath
+    nodes = crossing & ~ipath & ~opath & (iy < oy)
+    return (in1 & in2), cut, inner_path | nodes, (iy, ix, oy, ox)
+
+
+def _vertices(sk: np.ndarray, dist: Distance, w0: int, row0: int, row1: int) -> _Vertices:
+    """Vertices and links of the core rows [row0, row1) of a window (map rows from ``w0``)."""
+    lk = links(sk)
+    deg = degree(lk)
+    jflat, jcomp, centre, last, jradius = _junctions(lk, deg, dist, w0)
+    c0, c1, w = row0 - w0, row1 - w0, sk.shape[1]
+    core = np.flatnonzero(sk[c0:c1]) + c0 * w
+    ys, xs = np.divmod(core, w)
+
+    def idx(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        return _find(core, y * w + x)
+
+    inner, cut_u, cut_xy, out_u, out_flat = [], [], [], [], []
+    for (dy, dx), m in lk.items():
+        y1, x1 = np.nonzero(m[max(c0 - 1, 0) : c1])
+        y1 = y1 + max(c0 - 1, 0)
+        y2, x2 = y1 + dy, x1 + dx
+        both, cut, outer, (iy, ix, oy, ox) = _crossing(y1, x1, y2, x2, (c0, c1), deg)
+        inner.append(np.column_stack([idx(y1[both], x1[both]), idx(y2[both], x2[both])]))
+        cut_u.append(idx(iy[cut], ix[cut]))
+        mid = [(x1[cut] + x2[cut]) / 2 + 0.5, (y1[cut] + y2[cut]) / 2 + w0 + 0.5]
+        cut_xy.append(np.column_stack(mid))
+        out_u.append(idx(iy[outer], ix[outer]))
+        out_flat.append(oy[outer] * w + ox[outer])
+    n, cut_xy = len(ys), np.concatenate(cut_xy)
+    flats, out_v = np.unique(np.concatenate(out_flat), return_inverse=True)
+    oy, ox = np.divmod(flats, w)
+    vy, vx = np.concatenate([ys, oy]), np.concatenate([xs, ox])
+    pixel_xy = np.column_stack([vx + 0.5, vy + w0 + 0.5])
+    at = _find(jflat, vy * w + vx)
+    vlab = np.where(at >= 0, jcomp[np.maximum(at, 0)] if len(jcomp) else -1, -1)
+    point = pixel_xy.copy()
+    point[vlab >= 0] = centre[vlab[vlab >= 0]]
+    ready = np.where(vlab >= 0, last[np.maximum(vlab, 0)], vy + w0) + 2
+    radius = np.where(vlab >= 0, jradius[np.maximum(vlab, 0)], 0.0)
+    n_pix, n_cut = len(vy), len(cut_xy)
+    links_ = np.concatenate(
+        [
+            np.concatenate(inner),
+            np.column_stack([np.concatenate(cut_u), n_pix + np.arange(n_cut)]),
+            np.column_stack([np.concatenate(out_u), n + out_v]),
+        ]
+    )
+    no = np.zeros(n_cut, dtype=bool)
+    samples = np.full(n_pix + n_cut, np.nan)
+    samples[:n] = dist(ys, xs)
+    return _Vertices(
+        xy=np.concatenate([pixel_xy, cut_xy]),
+        point=np.concatenate([point, cut_xy]),
+        ready=np.concatenate([ready, np.zeros(n_cut, dtype=np.int64)]),
+        radius=np.concatenate([radius, np.zeros(n_cut)]),
+        jlabel=np.concatenate([vlab, np.full(n_cut, -1)]),
+        chain=np.concatenate([deg[vy, vx] == 2, no]),
+        cut=np.concatenate([np.zeros(n_pix, dtype=bool), ~no]),
+        samples=samples,
+        u=links_[:, 0],
+        v=links_[:, 1],
+    )
+
+
+def _components(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Connected-component label of each of ``n`` vertices linked by (u, v)."""
+    graph = coo_matrix((np.ones(len(u), dtype=np.int8), (u, v)), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
+
+
+def _path_orders(g: _Vertices) -> tuple[list[np.ndarray], list[bool]]:
+    """The runs of path pixels, each in order along its line, and whether it is a ring (a run
+    with no node: a closed loop of pixels)."""
+    n = len(g.xy)
+    cc = g.chain[g.u] & g.chain[g.v]
+    cu, cv = g.u[cc], g.v[cc]
+    label = _components(n, cu, cv)
+    cdeg = np.bincount(cu, minlength=n) + np.bincount(cv, minlength=n)
+    verts = np.flatnonzero(g.chain)
+    if not len(verts):
+        return [], []
+    lab = label[verts]
+    # The first vertex of each run: its lowest-numbered end, or for a ring its lowest vertex.
+    order = np.lexsort((verts, cdeg[verts] >= 2, lab))
+    first = np.r_[True, lab[order][1:] != lab[order][:-1]]
+    starts = verts[order][first]
+    rings = cdeg[starts] >= 2
+    # Open each ring at its start: drop the link to the start's lower-numbered neighbour.
+    drop = np.zeros(len(cu), dtype=bool)
+    for s in starts[rings]:
+        at = np.flatnonzero((cu == s) | (cv == s))
+        other = np.where(cu[at] == s, cv[at], cu[at])
+        drop[at[np.argmin(other)]] = True
+    root = n
+    gu = np.concatenate([cu[~drop], np.full(len(starts), root)])
+    gv = np.concatenate([cv[~drop], starts])
+    graph = coo_matrix((np.ones(len(gu), dtype=np.int8), (gu, gv)), shape=(n + 1, n + 1)).tocsr()
+    walk, pred = depth_first_order(graph, root, directed=False, return_predecessors=True)
+    walk = walk[1:]
+    cuts = np.flatnonzero(pred[walk] == root)
+    runs = np.split(walk, cuts[1:])
+    ring_start = set(starts[rings].tolist())
+    return runs, [int(r[0]) in ring_start for r in runs]
+
+
+def _node_neighbours(g: _Vertices) -> np.ndarray:
+    """For each path pixel, its (up to two) neighbours that are not path pixels (-1: none)."""
+    nb = np.full((len(g.xy), 2), -1, dtype=np.int64)
+    one = g.chain[g.u] ^ g.chain[g.v]
+    c = np.where(g.chain[g.u[one]], g.u[one], g.v[one])
+    o = np.where(g.chain[g.u[one]], g.v[one], g.u[one])
+    order = np.argsort(c, kind="stable")
+    c, o = c[order], o[order]
+    second = np.zeros(len(c), dtype=bool)
+    second[1:] = c[1:] == c[:-1]
+    nb[c[~second], 0] = o[~second]
+    nb[c[second], 1] = o[second]
+    return nb
+
+
+def _piece(g: _Vertices, verts: list[int], sample_at: np.ndarray, ring: bool = False) -> Piece:
+    """A piece through ``verts``: its ends placed at their node points."""
+    coords = g.xy[verts].copy()
+    coords[0], coords[-1] = g.point[verts[0]], g.point[verts[-1]]
+    s = g.samples[sample_at]
+    a, b = verts[0], verts[-1]
+    ready = (int(g.ready[a]), int(g.ready[b]))
+    radius = (float(g.radius[a]), float(g.radius[b]))
+    return Piece(coords, bool(g.cut[a]), bool(g.cut[b]), s[~np.isnan(s)], ring, ready, radius)
+
+
+def trace(sk: np.ndarray, dist: Distance, w0: int, row0: int, row1: int) -> list[Piece]:
+    """The pieces of the skeleton's core rows [row0, row1), from the skeleton ``sk`` of a
+    window starting at map row ``w0`` and the distance to the stroke's edge there (``dist``).
+    The window must reach past the core by the widest junction (the halo does)."""
+    g = _vertices(sk, dist, w0, row0, row1)
+    pieces = []
+    nb = _node_neighbours(g)
+    runs, rings = _path_orders(g)
+    for run, ring in zip(runs, rings, strict=True):
+        if ring:
+            verts = [*run.tolist(), int(run[0])]
+        elif len(run) == 1:
+            verts = [int(nb[run[0], 0]), int(run[0]), int(nb[run[0], 1])]
+        else:
+            verts = [int(nb[run[0], 0]), *run.tolist(), int(nb[run[-1], 0])]
+        pieces.append(_piece(g, verts, run, ring))
+    # Links between two nodes (an end next to a junction, two junctions): two-point pieces,
+    # except inside one junction.
+    nn = ~g.chain[g.u] & ~g.chain[g.v]
+    for a, b in zip(g.u[nn].tolist(), g.v[nn].tolist(), strict=True):
+        if g.jlabel[a] >= 0 and g.jlabel[a] == g.jlabel[b]:
+            continue
+        ends = np.array([a, b])
+        own = ends[(g.jlabel[ends] < 0) & ~np.isnan(g.samples[ends])]
+        pieces.append(_piece(g, [a, b], own if len(own) else ends))
+    return pieces

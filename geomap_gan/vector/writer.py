@@ -1,0 +1,172 @@
+"""Write the vector layers with pyogrio (GDAL's OGR, vectorised: no per-feature Python), under
+the output rules of :mod:`geomap_gan.files`: every output is checked before the work (never an
+input, nothing replaced without ``overwrite``), layers are written into a hidden temporary folder
+beside the output that carries its writer's host and pid (so :func:`files.remove_stale` clears
+what a killed run left), and each file gets its final name only when all are complete. On any
+error the folder is removed: no partial output is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+import shapely
+from pyogrio.raw import write
+from rasterio.crs import CRS
+
+from geomap_gan import files
+from geomap_gan.errors import GeomapGanError, OutputError, OutputExistsError
+from geomap_gan.legend import AREA_CLASSES
+from geomap_gan.vector.features import Batch
+from geomap_gan.vector.options import MULTI_LAYER, driver_for, layer_paths
+
+SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
+SHAPEFILE_INDEXES = (".qix", ".sbn", ".sbx")  # spatial indexes a replaced shapefile leaves stale
+APPENDABLE = frozenset({"GPKG", "ESRI Shapefile"})
+"""Drivers that append cheaply: their layers are written in batches as features come, so memory
+does not hold the whole output. FlatGeobuf and GeoJSON rewrite on append: written once, at the
+end."""
+FLUSH_FEATURES = 20_000
+
+
+def _schema(layer: str) -> tuple[str, tuple[str, ...]]:
+    """Geometry type and field names of a class's layer."""
+    if layer in AREA_CLASSES:
+        return "Polygon", ("class", "area_m2")
+    return "LineString", ("class", "length_m", "width_m")
+
+
+class LayerWriter:
+    """The layers of one ``vectorize`` output, written atomically (a context manager)."""
+
+    def __init__(
+        self,
+        dst: str | Path,
+        layers: Iterable[str],
+        crs: CRS | None,
+        overwrite: bool,
+        inputs: Iterable[str | Path] = (),
+    ) -> None:
+        self.dst = Path(dst).expanduser().absolute()
+        self.driver = driver_for(self.dst)
+        self.layers = tuple(layers)
+        self.paths = layer_paths(self.dst, self.layers)
+        self.crs = crs.to_wkt() if crs is not None else None
+        self.overwrite = overwrite
+        for path in dict.fromkeys(self.paths.values()):
+            for part in self._parts(path):
+                files.check_output(part, overwrite, inputs)
+        self.tmp: Path | None = None
+        self.buffers: dict[str, list[Batch]] = {name: [] for name in self.layers}
+        self.written: set[str] = set()
+
+    def _parts(self, path: Path) -> list[Path]:
+        """The files that make up one output (a shapefile is several)."""
+        if self.driver == "ESRI Shapefile":
+            return [path.with_suffix(s) for s in SHAPEFILE_PARTS]
+        return [path]
+
+    def __enter__(self) -> LayerWriter:
+        """Clear what killed runs left, and make this run's temporary folder."""
+        files.remove_stale(self.dst)
+        self.tmp = files.temp_path(self.dst)
+        try:
+            self.tmp.mkdir()
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write in {self.dst.parent} ({exc.strerror}); choose a "
+                "writable output folder"
+            ) from exc
+        return self
+
+    def add(self, batch: Batch) -> None:
+        """Queue features of one layer (written in batches where the driver appends cheaply)."""
+        buf = self.buffers[batch.layer]
+        buf.append(batch)
+        if self.driver in APPENDABLE and sum(len(b.geometries) for b in buf) >= FLUSH_FEATURES:
+            self._flush(batch.layer)
+
+    def _flush(self, layer: str) -> None:
+        """Write the queued features of ``layer`` (an empty layer when it has none at all)."""
+        assert self.tmp is not None
+        batches = self.buffers[layer]
+        if not batches and layer in self.written:
+            return
+        geom_type, names = _schema(layer)
+        geoms = np.concatenate([b.geometries for b in batches]) if batches else np.array([])
+        data = [
+            np.concatenate([b.fields[n] for b in batches])
+            if batches
+            else np.array([], dtype=object if n == "class" else float)
+            for n in names
+        ]
+        path = self.tmp / self.paths[layer].name
+        name = layer if self.driver in MULTI_LAYER else path.stem
+        with warnings.catch_warnings():  # a map with no CRS gives layers with none: intended
+            warnings.filterwarnings("ignore", "'crs' was not provided", UserWarning)
+            write(
+                str(path),
+                shapely.to_wkb(geoms) if len(geoms) else np.array([], dtype=object),
+                data,
+                list(names),
+                layer=name,
+                driver=self.driver,
+                geometry_type=geom_type,
+                crs=self.crs,
+                append=path.exists(),
+            )
+        self.buffers[layer] = []
+        self.written.add(layer)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Write what is queued and publish every file; on any error publish nothing. The
+        temporary folder goes either way."""
+        assert self.tmp is not None
+        try:
+            if exc_type is None:
+                try:
+                    for layer in self.layers:
+                        self._flush(layer)
+                except Exception as err:
+                    if not isinstance(err, GeomapGanError) and files._nearly_full(self.dst.parent):
+                        raise OutputError(
+                            f"the disk is full (writing {self.dst}); free some space and run again"
+                        ) from err
+                    raise
+                self._publish()
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def _publish(self) -> None:
+        """Give every written file its final name; if one cannot be, take back the ones that
+        were published (unless they replaced files, which ``overwrite`` allowed)."""
+        assert self.tmp is not None
+        done: list[Path] = []
+        try:
+            for path in dict.fromkeys(self.paths.values()):
+                for part in self._parts(path):
+                    src = self.tmp / part.name
+                    if src.exists():
+                        files.publish(src, part, self.overwrite)
+                        done.append(part)
+                if self.driver == "ESRI Shapefile":
+                    for s in SHAPEFILE_INDEXES:
+                        with contextlib.suppress(FileNotFoundError):
+                            path.with_suffix(s).unlink()
+        except (OutputExistsError, OSError):
+            if not self.overwrite:
+                for part in done:
+                    with contextlib.suppress(OSError):
+                        part.unlink()
+            raise
