@@ -58,11 +58,12 @@ class _Bar:
 @click.option("--layer", "layers", multiple=True, metavar="CLASS=FILE[:FIELD=VALUE,...]",
               help="A vector layer (GeoPackage, Shapefile, GeoJSON, FlatGeobuf; any CRS) drawn as "
               "map class CLASS (road, water, park, highway); only features whose FIELD is VALUE "
-              "when given. Repeatable.")  # fmt: skip
+              "when given. FILE|layername=NAME picks a layer of a GeoPackage (default: its only "
+              "layer, or the one named CLASS, as vectorize writes). Repeatable.")  # fmt: skip
 @click.option("--width", "widths", multiple=True, metavar="CLASS=M",
               help="Stroke width of a class's lines, metres [default: the training maps' widths at "
               "the model's GSD: road 4.27 m, highway 6.25 m on the bundled model]; a layer's "
-              "'width' attribute (metres) overrides it per feature. Repeatable.")  # fmt: skip
+              "'width' or 'width_m' attribute (metres) overrides it per feature. Repeatable.")  # fmt: skip
 @click.option("--map", "map_raster", default=None, metavar="MAP.tif",
               help="A map raster of any style (topographic map, saved web map), reprojected onto "
               "the scene's render grid; layers are drawn over it.")  # fmt: skip

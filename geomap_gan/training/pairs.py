@@ -65,14 +65,17 @@ PAIRS_ENTRIES = {PAIRS_FILE, "train", "val"}  # what --overwrite may replace
 DEFAULT_TILE = 286  # the trainer's load size: it random-crops its 256 px crops from these
 BLOCK_STEPS = (1, 2, 4, 8, 16, 32, 64)  # block sides tried for the split, in steps
 MAX_BLOCKS = 400  # blocks at most in a split (its greedy choice is blocks x tiles per block)
-WIDTH_FIELD = "width"  # a layer attribute (metres) that sets each line feature's stroke width
+# layer attributes (metres) that set each line feature's stroke width, the first found: a user's
+# "width", or the "width_m" that `geomap-gan vectorize` writes
+WIDTH_FIELDS = ("width", "width_m")
 
 
 @dataclass(frozen=True)
 class LayerSpec:
     """One ``--layer CLASS=FILE[:FIELD=VALUE,...]``: a vector file drawn as map class ``cls``,
     only its features whose FIELD equals VALUE (values of one field: any of them; different
-    fields: all of them)."""
+    fields: all of them). ``FILE|layername=NAME`` picks a layer of a multi-layer file; without
+    it, such a file's layer named as the class (what ``geomap-gan vectorize`` writes)."""
 
     cls: str
     path: str
@@ -90,7 +93,8 @@ class LayerSpec:
         path = rest
         filters: tuple[tuple[str, str], ...] = ()
         head, colon, tail = rest.rpartition(":")
-        if colon and "=" in tail and head:
+        drive = len(head) == 1 and head.isalpha()  # a Windows drive: C:/data/x.gpkg
+        if colon and "=" in tail and head and not drive:
             path = head
             pairs = []
             for item in tail.split(","):
@@ -189,14 +193,14 @@ def _crs(text: Any, what: str) -> CRS:
         raise InputError(f"{what} has a CRS that cannot be read ({exc}); assign one first") from exc
 
 
-def _open_info(path: str, what: str) -> dict[str, Any]:
+def _open_info(path: str, what: str, layer: str | None = None) -> dict[str, Any]:
     import pyogrio
 
     p = Path(path).expanduser()
     if not p.exists():
         raise InputError(f"{what} {path} does not exist")
     try:
-        return pyogrio.read_info(str(p), force_total_bounds=True)  # type: ignore[no-any-return]
+        return pyogrio.read_info(str(p), layer=layer, force_total_bounds=True)  # type: ignore[no-any-return]
     except Exception as exc:
         from geomap_gan.rendering.scene import one_line
 
@@ -204,6 +208,34 @@ def _open_info(path: str, what: str) -> dict[str, Any]:
             f"cannot read {what} {path} ({one_line(exc)}); give a GeoPackage, Shapefile, "
             "GeoJSON or FlatGeobuf file"
         ) from exc
+
+
+def _pick_layer(path: str, cls: str) -> tuple[str, str | None]:
+    """(file, layer name or None for its only layer) of a ``FILE[|layername=NAME]`` source: the
+    named layer; else a file's only layer; else, in a multi-layer file (a GeoPackage that
+    ``geomap-gan vectorize`` wrote), the layer named as the class."""
+    import pyogrio
+
+    file, _, named = path.partition("|layername=")
+    p = Path(file).expanduser()
+    if not p.exists():
+        raise InputError(f"layer {cls}={path}: {file} does not exist")
+    try:
+        names = [str(n) for n in pyogrio.list_layers(str(p))[:, 0]]
+    except Exception:
+        return file, None  # _open_info says what is wrong with it
+    if named:
+        if named not in names:
+            raise InputError(f"{file} has no layer {named!r}; its layers are {', '.join(names)}")
+        return file, named
+    if len(names) <= 1:
+        return file, None
+    if cls in names:
+        return file, cls
+    raise InputError(
+        f"{file} holds {len(names)} layers ({', '.join(names)}); name one: "
+        f"--layer {cls}={file}|layername=NAME"
+    )
 
 
 def _to_grid_pixels(geoms: np.ndarray, src: CRS, grid: Grid) -> np.ndarray:
@@ -266,7 +298,8 @@ def read_layer(
     import pyogrio.raw
 
     what = f"layer {spec.describe()}"
-    info = _open_info(spec.path, "layer")
+    file, layer = _pick_layer(spec.path, spec.cls)
+    info = _open_info(file, "layer", layer)
     src = _crs(info.get("crs"), what)
     names = [str(n) for n in info.get("fields", [])]
     missing = sorted({k for k, _ in spec.filters} - set(names))
@@ -274,14 +307,14 @@ def read_layer(
         raise InputError(
             f"{what}: no field {missing[0]!r}; its fields are {', '.join(names) or 'none'}"
         )
-    width_field = next((n for n in names if n.lower() == WIDTH_FIELD), None)
+    width_field = next((n for f in WIDTH_FIELDS for n in names if n.lower() == f), None)
     columns = sorted({k for k, _ in spec.filters} | ({width_field} if width_field else set()))
     if not info.get("features"):
         raise InputError(f"{what} has no features")
     bbox = _scene_bbox_in(src, grid)
     try:
         _, _, wkb, field_data = pyogrio.raw.read(
-            str(Path(spec.path).expanduser()), columns=columns, bbox=bbox
+            str(Path(file).expanduser()), layer=layer, columns=columns, bbox=bbox
         )
     except Exception as exc:
         from geomap_gan.rendering.scene import one_line
@@ -321,7 +354,8 @@ def read_layer(
     drawable = to_drawable(spec.cls, px, widths_px)
     record = {
         "class": spec.cls,
-        "path": os.path.abspath(Path(spec.path).expanduser()),
+        "path": os.path.abspath(Path(file).expanduser()),
+        "layer": layer,
         "filters": [list(f) for f in spec.filters],
         "crs": src.to_string(),
         "features": int(len(px)),
@@ -672,7 +706,7 @@ def make_pairs(
     specs = [s if isinstance(s, LayerSpec) else LayerSpec.parse(s) for s in layers]
     if not specs and map_raster is None:
         raise InputError("give the map: --layer CLASS=FILE (repeatable) and/or --map MAP.tif")
-    inputs: list[str | Path] = [scene_path, *(s.path for s in specs)]
+    inputs: list[str | Path] = [scene_path, *(s.path.partition("|")[0] for s in specs)]
     inputs += [map_raster] if map_raster is not None else []
     inputs += [coverage] if coverage is not None and Path(coverage).exists() else []
     out = check_out_dir(Path(out_dir), options.overwrite, inputs)

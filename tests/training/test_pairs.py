@@ -57,7 +57,7 @@ def apply(t: Affine, x: object, y: object) -> tuple:
 
 
 def write_layer(path: Path, geoms: list, crs: str | None = UTM, fields: dict | None = None,
-                to: str | None = None) -> Path:  # fmt: skip
+                to: str | None = None, layer: str | None = None) -> Path:  # fmt: skip
     """Geometries given in grid pixels, written in the scene CRS (or reprojected to ``to``)."""
     import pyogrio.raw
     from pyproj import Transformer
@@ -75,7 +75,7 @@ def write_layer(path: Path, geoms: list, crs: str | None = UTM, fields: dict | N
     pyogrio.raw.write(
         str(path), shapely.to_wkb(np.array(world, dtype=object)),
         [np.asarray(v) for v in fields.values()], list(fields), driver=driver,
-        geometry_type=kind, crs=crs,
+        geometry_type=kind, crs=crs, layer=layer, append=layer is not None and path.exists(),
     )  # fmt: skip
     return path
 
@@ -335,11 +335,42 @@ def test_interrupted_run_leaves_nothing(tiny_model_file, scene, tmp_path, how):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+def test_multi_layer_geopackage_and_width_m(tiny_model_file, scene, tmp_path):
+    """A GeoPackage of several layers (as vectorize writes): the layer named as the class, or
+    FILE|layername=NAME; a line's width_m attribute sets its stroke."""
+    src, _ = scene
+    gpkg = tmp_path / "map.gpkg"
+    write_layer(gpkg, [shapely.box(10, 10, 60, 60)], layer="water")
+    write_layer(gpkg, [shapely.box(100, 100, 160, 160)], layer="green")
+    write_layer(gpkg, [shapely.LineString([(-9, 200.5), (300, 200.5)])], layer="road",
+                fields={"width_m": np.array([6.0])})  # fmt: skip
+    out = tmp_path / "pairs"
+    ok = run_pairs(tiny_model_file, src, out, "--layer", f"water={gpkg}", "--layer",
+                   f"park={gpkg}|layername=green", "--layer", f"road={gpkg}", "--val-share", "0",
+                   "--tile", "256", "--step", "256")  # fmt: skip
+    assert ok.exit_code == 0, ok.output
+    manifest = json.loads((out / "pairs.json").read_text())
+    assert [(x["class"], x["layer"]) for x in manifest["layers"]] == [
+        ("water", "water"), ("park", "green"), ("road", "road")]  # fmt: skip
+    _, b = read_pair(out / manifest["pairs"][0]["file"])
+    masks = class_masks(b)
+    assert masks["water"][10:60, 10:60].all() and masks["park"][100:160, 100:160].all()
+    assert masks["road"][:, 100].sum() == 3  # 6 m = 3 px about y = 200.5
+    msg = _bad(tiny_model_file, src, tmp_path / "other", "--layer", f"highway={gpkg}")
+    assert "3 layers" in msg and "layername" in msg
+    assert "no layer" in _bad(tiny_model_file, src, tmp_path / "other", "--layer",
+                              f"park={gpkg}|layername=parks")  # fmt: skip
+
+
 def test_layer_spec_parsing():
     assert LayerSpec.parse("road=osm.gpkg:highway=primary,highway=secondary") == LayerSpec(
         "road", "osm.gpkg", (("highway", "primary"), ("highway", "secondary"))
     )
     assert LayerSpec.parse("water=C:/data/lakes.gpkg") == LayerSpec("water", "C:/data/lakes.gpkg")
+    assert LayerSpec.parse("water=C:/d/map.gpkg|layername=a") == LayerSpec(
+        "water", "C:/d/map.gpkg|layername=a"
+    )
+    assert LayerSpec.parse("road=m.gpkg|layername=r:kind=x").filters == (("kind", "x"),)
     with pytest.raises(InputError):
         LayerSpec.parse("lakes.gpkg")
     with pytest.raises(InputError, match="not a map class"):
