@@ -1,8 +1,9 @@
 """geomap-gan: georeferenced satellite/aerial imagery to map-style rasters with pix2pix.
 
 Public API (imported lazily so ``import geomap_gan`` and ``geomap-gan --help`` stay instant):
-``render``, ``RenderOptions``, ``load_model``, ``train``, ``TrainConfig``, ``evaluate``, and the
-scale-out and download entry points.
+``render``, ``RenderOptions``, ``load_model``, ``train``, ``TrainConfig``, ``evaluate``,
+``vectorize`` (map raster to GIS layers) with ``VectorizeOptions``, and the scale-out and download
+entry points.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ _LAZY = {
     "train": "geomap_gan.training.loop",
     "TrainConfig": "geomap_gan.training.loop",
     "evaluate": "geomap_gan.training.metrics",
+    "vectorize": "geomap_gan.vector.core",
+    "VectorizeOptions": "geomap_gan.vector.options",
+    "VectorizeResult": "geomap_gan.vector.core",
 }
 
 __all__ = ["__version__", *_LAZY]

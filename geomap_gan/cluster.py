@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from geomap_gan.model.modelfile import MapModel
     from geomap_gan.rendering.options import RenderOptions
+    from geomap_gan.vector.options import VectorizeOptions
 
 SceneStatus = Literal["rendered", "skipped", "failed"]
 
@@ -204,6 +205,9 @@ class SceneResult:
     height: int = 0
     megapixels: float = 0.0
     model_cached: bool = False
+    vectors: str | None = None  # the scene's vector file (render-many --vectors), once written
+    vector_features: dict[str, int] | None = None  # features per layer, when vectorized now
+    vector_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -286,14 +290,32 @@ def is_complete(path: Path) -> bool:
     return True
 
 
-def existing_output(src: str, dst: Path, overwrite: bool) -> SceneResult | None:
+VECTOR_SUFFIX = ".gpkg"
+
+
+def vector_path(dst: Path) -> Path:
+    """The vector file of a scene's map in ``render-many --vectors``: ``<scene>.gpkg`` beside
+    ``<scene>.tif``."""
+    return dst.with_suffix(VECTOR_SUFFIX)
+
+
+def existing_output(
+    src: str, dst: Path, overwrite: bool, vectors: bool = False
+) -> SceneResult | None:
     """What to report for a scene whose output is already there without ``overwrite``: skipped
-    when it is a complete raster (an earlier attempt finished it), failed and left untouched
-    when it is anything else (the user's file, a truncated copy); None when there is nothing."""
+    when it is a complete raster (an earlier attempt finished it) and, with ``vectors``, its
+    vector file is there too (written atomically, after the map); failed and left untouched
+    when the map is anything else (the user's file, a truncated copy); None when there is
+    nothing, or a complete map still lacks its vectors (the task then vectorizes it only)."""
     if overwrite or not (dst.exists() or dst.is_symlink()):
         return None
     if is_complete(dst):
-        return SceneResult(src, str(dst), "skipped")
+        if not vectors:
+            return SceneResult(src, str(dst), "skipped")
+        vdst = vector_path(dst)
+        if vdst.exists():
+            return SceneResult(src, str(dst), "skipped", vectors=str(vdst))
+        return None
     error = f"{dst} exists and is not a complete raster; pass --overwrite to replace it"
     return SceneResult(src, str(dst), "failed", error=error)
 
@@ -305,50 +327,100 @@ def render_scene_task(
     model_path: str | None,
     options: RenderOptions,
     hosts: dict[str, int],
+    vectors: VectorizeOptions | None = None,
 ) -> SceneResult:
-    """Render one scene on a worker (the Dask task of :func:`render_many`).
+    """Render one scene on a worker (the Dask task of :func:`render_many`); with ``vectors``,
+    vectorize the map in the same task into ``<scene>.gpkg`` beside it (:func:`vector_path`).
 
-    The engine writes into a folder for this scene inside the run's staging folder ``stage``;
-    the finished file is then renamed to ``dst``, so ``dst`` exists only when complete. What a
-    killed attempt of this run left there is cleared before starting. User errors
-    (GeomapGanError: unreadable input, bad options) are returned as a failed result, since
-    retrying cannot fix them; anything else propagates so that Dask retries the task.
+    The engine writes into a folder for this scene inside the run's staging folder ``stage``
+    (the vector file too, from the map there: it is not rendered twice); the finished files are
+    then renamed to ``dst`` (first) and its vector file, so each exists only when complete. A
+    complete map whose vector file is missing (a task stopped between the two renames) is
+    vectorized only. What a killed attempt of this run left is cleared before starting. User
+    errors (GeomapGanError: unreadable input, bad options) are returned as a failed result,
+    since retrying cannot fix them; anything else propagates so that Dask retries the task.
     """
     from distributed import get_worker
 
-    from geomap_gan.rendering.engine import render
-
     worker = get_worker().address
     out = Path(dst)
-    existing = existing_output(src, out, options.overwrite)  # a previous attempt got this far?
+    # a previous attempt got this far?
+    existing = existing_output(src, out, options.overwrite, vectors is not None)
     if existing is not None:
         return dataclasses.replace(existing, worker=worker)
     folder = Path(stage) / files.short_name(out.name)
     files.remove_made_dir(folder)  # an earlier attempt of this run, on a worker that died
-    t0 = time.perf_counter()
     try:
-        device = worker_device(options.device)
-        configure_threads(hosts, device, options.threads)
-        model, cached = worker_model(model_path, device)
         files.make_dir(folder, "render-many scene")
-        opts = dataclasses.replace(options, device=device, overwrite=True)
-        result = render(src, folder / out.name, model, opts)
-        files.publish(folder / out.name, out, options.overwrite)
+        if vectors is not None and not options.overwrite and is_complete(out):
+            return _vectorize_only(src, out, folder, vectors, worker)
+        return _render_scene(src, out, folder, model_path, options, hosts, vectors, worker)
     except GeomapGanError as exc:
         return SceneResult(src, dst, "failed", error=str(exc), worker=worker)
     finally:
         files.remove_made_dir(folder)
+
+
+def _render_scene(
+    src: str,
+    out: Path,
+    folder: Path,
+    model_path: str | None,
+    options: RenderOptions,
+    hosts: dict[str, int],
+    vectors: VectorizeOptions | None,
+    worker: str,
+) -> SceneResult:
+    """Render (and vectorize) one scene in ``folder``, then publish the map and its vectors."""
+    from geomap_gan.rendering.engine import render
+
+    t0 = time.perf_counter()
+    device = worker_device(options.device)
+    configure_threads(hosts, device, options.threads)
+    model, cached = worker_model(model_path, device)
+    opts = dataclasses.replace(options, device=device, overwrite=True)
+    result = render(src, folder / out.name, model, opts)
+    seconds = time.perf_counter() - t0
+    vector = _vectorize(folder / out.name, out, folder, vectors) if vectors else None
+    files.publish(folder / out.name, out, options.overwrite)
+    if vector is not None:
+        files.publish(folder / vector_path(out).name, vector_path(out), options.overwrite)
     return SceneResult(
         src,
-        dst,
+        str(out),
         "rendered",
-        seconds=time.perf_counter() - t0,
+        seconds=seconds,
         worker=worker,
         width=result.width,
         height=result.height,
         megapixels=result.megapixels,
         model_cached=cached,
+        **(vector or {}),
     )
+
+
+def _vectorize(src: Path, out: Path, folder: Path, vectors: VectorizeOptions) -> dict[str, Any]:
+    """Vectorize the map ``src`` into ``folder`` under its final name's (``vector_path(out)``);
+    the SceneResult fields of what was written."""
+    from geomap_gan.vector import vectorize
+
+    result = vectorize(src, folder / vector_path(out).name,
+                       dataclasses.replace(vectors, overwrite=True))  # fmt: skip
+    return {
+        "vectors": str(vector_path(out)),
+        "vector_features": dict(result.features),
+        "vector_seconds": result.seconds,
+    }
+
+
+def _vectorize_only(
+    src: str, out: Path, folder: Path, vectors: VectorizeOptions, worker: str
+) -> SceneResult:
+    """A scene whose map was finished by an earlier run but whose vector file was not: the map
+    vectorized (not rendered again) and its vector file published."""
+    fields = _vectorize(out, out, folder, vectors)
+    files.publish(folder / vector_path(out).name, vector_path(out), False)
+    return SceneResult(src, str(out), "rendered", worker=worker, **fields)
 
 
 def render_strip_task(

@@ -53,6 +53,7 @@ from geomap_gan.cluster import (  # noqa: F401 (the public names of scale-out li
     render_scene_task,
     render_strip_task,
     require_dask,
+    vector_path,
     worker_device,
     worker_model,
     workers_per_host,
@@ -71,6 +72,7 @@ if TYPE_CHECKING:
     from distributed import Client, Future
 
     from geomap_gan.rendering.engine import RenderOptions, RenderPlan
+    from geomap_gan.vector.options import VectorizeOptions
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +139,27 @@ class _ManyJob:
     out: Path
     mosaic: Path
     model: str | None
+    vectors: VectorizeOptions | None = None
+
+
+def check_vector_outputs(
+    dsts: Sequence[Path],
+    vectors: VectorizeOptions,
+    overwrite: bool,
+    input_files: files.InputFiles,
+) -> None:
+    """Before any work: each scene's vector file (:func:`vector_path`) is no input, and, without
+    ``overwrite``, is not there unless its map is complete too (the scene is then skipped: an
+    earlier run finished both). A vector file without its map is the user's: refused."""
+    from geomap_gan.vector import check_outputs
+
+    for dst in dsts:
+        vdst = vector_path(dst)
+        files.check_not_input(vdst, input_files)
+        if not dst.parent.is_dir():
+            continue  # a new --out-dir: nothing in it yet
+        done = not overwrite and vdst.exists() and is_complete(dst)
+        check_outputs(vdst, vectors.classes, overwrite or done, input_files)
 
 
 def _prepare_many(
@@ -144,8 +167,10 @@ def _prepare_many(
     out_dir: str | Path,
     model_path: str | Path | None,
     options: RenderOptions,
+    vectors: VectorizeOptions | None = None,
 ) -> _ManyJob:
-    """Every check that needs no cluster: inputs, model, options, every output and the mosaic."""
+    """Every check that needs no cluster: inputs, model, options, every output (and vector
+    file) and the mosaic."""
     from geomap_gan.model.modelfile import load_model
     from geomap_gan.rendering.output import check_creation_options
 
@@ -161,11 +186,13 @@ def _prepare_many(
     mosaic = out / MOSAIC_NAME
     if out.is_dir():
         check_mosaic(mosaic, options.overwrite, input_files)
+    if vectors is not None:
+        check_vector_outputs(dsts, vectors, options.overwrite, input_files)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create --out-dir {out} ({exc.strerror})") from exc
-    return _ManyJob(sources, dsts, out, mosaic, model)
+    return _ManyJob(sources, dsts, out, mosaic, model, vectors)
 
 
 def render_many(
@@ -178,6 +205,7 @@ def render_many(
     progress: Progress | None = None,
     watch: Watch | None = None,
     on_client: OnClient | None = None,
+    vectors: VectorizeOptions | None = None,
 ) -> ManyReport:
     """Render every scene of ``inputs`` into ``out_dir`` on a Dask cluster, one task per scene.
 
@@ -193,17 +221,20 @@ def render_many(
     (after every check that needs no cluster passed; the CLI prints the dashboard link) and
     ``watch(futures)`` once after submission (the CLI passes Dask's progress bar, which blocks
     until all are done).
+
+    ``vectors``: also vectorize each map, in its scene's task, into ``OUT_DIR/<scene>.gpkg``
+    (:func:`geomap_gan.cluster.vector_path`), checked before any work like the maps.
     """
     from geomap_gan.rendering.engine import RenderOptions
 
     require_dask()
     options = options or RenderOptions()
     t0 = time.perf_counter()
-    job = _prepare_many(inputs, out_dir, model_path, options)
+    job = _prepare_many(inputs, out_dir, model_path, options, vectors)
     results: dict[int, SceneResult] = {}
     todo: list[int] = []
     for i, (src, dst) in enumerate(zip(job.sources, job.dsts, strict=True)):
-        existing = existing_output(str(src), dst, options.overwrite)
+        existing = existing_output(str(src), dst, options.overwrite, vectors is not None)
         if existing is not None:
             results[i] = existing
         else:
@@ -252,6 +283,7 @@ def _run_scenes(
             job.model,
             options,
             hosts,
+            job.vectors,
             key=f"render-{job.sources[i].stem}-{run}",
             retries=RETRIES,
             pure=False,

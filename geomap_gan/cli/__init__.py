@@ -5,7 +5,15 @@ happen inside command bodies so ``--help`` and ``--version`` are instant. Every 
 becomes a one-line ``Error: ...`` on stderr and exit code 2, never a traceback.
 """
 
-from geomap_gan.cli import download, model, pairs, render, scaleout, train  # noqa: F401 (registers commands)
+from geomap_gan.cli import (  # noqa: F401 (registers commands)
+    download,
+    model,
+    pairs,
+    render,
+    scaleout,
+    train,
+    vectorize,
+)
 from geomap_gan.cli.app import cli, main
 
 __all__ = ["cli", "main"]

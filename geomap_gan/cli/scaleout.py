@@ -7,12 +7,15 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from geomap_gan.cli.app import QUIET_OPTION, cli
 from geomap_gan.cli.common import parse_creation_options, parse_numbers, render_options
+
+if TYPE_CHECKING:
+    from geomap_gan.vector.options import VectorizeOptions
 
 log = logging.getLogger("geomap_gan")
 
@@ -59,20 +62,30 @@ def run_strips(
     strips: int | None,
     quiet: bool,
     as_json: bool,
+    vectors: Path | None = None,
+    vector_options: VectorizeOptions | None = None,
 ) -> None:
-    """``render --scheduler/--strips``: one scene in strips on Dask workers."""
+    """``render --scheduler/--strips``: one scene in strips on Dask workers; with ``vectors``,
+    the assembled map then vectorized on this machine (``vector_options`` checked already)."""
+    from geomap_gan.cli.vectorize import run_vectorize, summary
     from geomap_gan.distributed import render_strips
 
     report = render_strips(
         src, dst, model, options, scheduler=scheduler, n_strips=strips, **_dask_hooks(quiet)
     )
-    if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
-    elif not quiet:
+    if not quiet and not as_json:
         click.echo(
             f"wrote {report.path}: {report.width}x{report.height} px in {len(report.strips)} "
             f"strips on {report.workers} worker(s), {report.seconds:.1f} s"
         )
+    data = report.to_dict()
+    if vectors is not None and vector_options is not None:
+        result = run_vectorize(report.path, vectors, vector_options, quiet or as_json, None)
+        data["vectors"] = result.to_dict()
+        if not quiet and not as_json:
+            click.echo(summary(result))
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
 @cli.command("render-many")
@@ -85,6 +98,9 @@ def run_strips(
               help="Dask scheduler to run on (tcp://host:8786) [default: a local cluster].")  # fmt: skip
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Workers of the local cluster [default: one per GPU, else one per core].")  # fmt: skip
+@click.option("--vectors", is_flag=True,
+              help="Also vectorize each map, in its scene's task, into OUT_DIR/<scene>.gpkg "
+              "(as `geomap-gan vectorize` with its defaults).")  # fmt: skip
 @QUIET_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @click.pass_context
@@ -98,6 +114,7 @@ def render_many(
     creation_options: tuple[str, ...],
     scheduler: str | None,
     workers: int | None,
+    vectors: bool,
     quiet: bool,
     as_json: bool,
     **opts: Any,
@@ -114,7 +131,9 @@ def render_many(
     Example:
       geomap-gan render-many scenes/*.tif --out-dir maps/
       geomap-gan render-many scenes/ --out-dir maps/ --scheduler tcp://10.0.0.5:8786
+      geomap-gan render-many scenes/*.tif --out-dir maps/ --vectors
     """
+    from geomap_gan.cli.vectorize import vector_options_for
     from geomap_gan.distributed import render_many as run_many
     from geomap_gan.rendering.engine import RenderOptions
 
@@ -126,7 +145,7 @@ def render_many(
     )
     report = run_many(
         inputs, out_dir, model, options, scheduler=scheduler, n_workers=workers,
-        **_dask_hooks(quiet),
+        vectors=vector_options_for(options) if vectors else None, **_dask_hooks(quiet),
     )  # fmt: skip
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))

@@ -8,6 +8,7 @@ strip border come out as one, as if the map were processed whole.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +36,23 @@ would let memory grow with the map."""
 
 @dataclass(frozen=True)
 class VectorizeResult:
-    """What ``vectorize`` wrote: the file of each layer and its feature count."""
+    """What ``vectorize`` wrote: the file of each layer, its feature count, and the wall time
+    (seconds)."""
 
     paths: dict[str, Path]
     features: dict[str, int]
+    seconds: float = 0.0
+    path: Path | None = None  # the output asked for (absolute); layers may be beside it
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready: ``path`` (the output asked for), ``paths`` (each layer's file),
+        ``features`` (per layer) and ``seconds``."""
+        return {
+            "path": str(self.path) if self.path else None,
+            "paths": {k: str(v) for k, v in self.paths.items()},
+            "features": dict(self.features),
+            "seconds": round(self.seconds, 3),
+        }
 
 
 def strip_rows(width: int, options: VectorizeOptions) -> int:
@@ -62,6 +76,7 @@ def vectorize(
     unusable map or options, OutputExistsError / OutputError for the output; on any error no
     output file is left.
     """
+    t0 = time.perf_counter()
     options = options or VectorizeOptions()
     layer_paths(dst, options.classes)  # an unknown suffix is refused before any work
     env = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
@@ -72,7 +87,7 @@ def vectorize(
             for batch in _batches(ds, info, options, progress):
                 out.add(batch)
                 counts[batch.layer] += len(batch.geometries)
-    return VectorizeResult(out.paths, counts)
+    return VectorizeResult(out.paths, counts, time.perf_counter() - t0, out.dst)
 
 
 def _assemblers(

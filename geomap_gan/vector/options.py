@@ -28,6 +28,7 @@ from pathlib import Path
 
 from geomap_gan.errors import InputError
 from geomap_gan.legend import AREA_CLASSES, CLASSES, LINE_CLASSES, parse_classes
+from geomap_gan.vector import defaults
 
 MAP_GSD = 1.9
 """Ground metres per pixel of the model's maps (0.9 m x 600 / 286 = 1.89 m, rounded): the scale the
@@ -53,9 +54,9 @@ class VectorizeOptions:
     """
 
     layers: tuple[str, ...] | str = CLASSES
-    min_area: float = 15.0
-    simplify: float = 1.0
-    min_length: float = 8.0
+    min_area: float = defaults.MIN_AREA
+    simplify: float = defaults.SIMPLIFY
+    min_length: float = defaults.MIN_LENGTH
     overwrite: bool = False
     allow_ungeoreferenced: bool = False
     strip_rows: int = 0

@@ -42,6 +42,33 @@ def _schema(layer: str) -> tuple[str, tuple[str, ...]]:
     return "LineString", ("class", "length_m", "width_m")
 
 
+def _parts(driver: str, path: Path) -> list[Path]:
+    """The files that make up one output (a shapefile is several)."""
+    if driver == "ESRI Shapefile":
+        return [path.with_suffix(s) for s in SHAPEFILE_PARTS]
+    return [path]
+
+
+def check_outputs(
+    dst: str | Path,
+    layers: Iterable[str],
+    overwrite: bool,
+    inputs: Iterable[str | Path] | files.InputFiles = (),
+) -> dict[str, Path]:
+    """The file of each layer of ``dst``, every one checked before any work (the output rules of
+    :func:`geomap_gan.files.check_output`: a known suffix, never one of ``inputs``, nothing
+    replaced without ``overwrite``). ``render --vectors`` calls it before rendering."""
+    dst = Path(dst).expanduser().absolute()
+    driver = driver_for(dst)
+    paths = layer_paths(dst, tuple(layers))
+    if not isinstance(inputs, files.InputFiles):
+        inputs = files.InputFiles(inputs)
+    for path in dict.fromkeys(paths.values()):
+        for part in _parts(driver, path):
+            files.check_output(part, overwrite, inputs)
+    return paths
+
+
 class LayerWriter:
     """The layers of one ``vectorize`` output, written atomically (a context manager)."""
 
@@ -56,21 +83,16 @@ class LayerWriter:
         self.dst = Path(dst).expanduser().absolute()
         self.driver = driver_for(self.dst)
         self.layers = tuple(layers)
-        self.paths = layer_paths(self.dst, self.layers)
+        self.paths = check_outputs(self.dst, self.layers, overwrite, inputs)
         self.crs = crs.to_wkt() if crs is not None else None
         self.overwrite = overwrite
-        for path in dict.fromkeys(self.paths.values()):
-            for part in self._parts(path):
-                files.check_output(part, overwrite, inputs)
         self.tmp: Path | None = None
         self.buffers: dict[str, list[Batch]] = {name: [] for name in self.layers}
         self.written: set[str] = set()
 
     def _parts(self, path: Path) -> list[Path]:
         """The files that make up one output (a shapefile is several)."""
-        if self.driver == "ESRI Shapefile":
-            return [path.with_suffix(s) for s in SHAPEFILE_PARTS]
-        return [path]
+        return _parts(self.driver, path)
 
     def __enter__(self) -> LayerWriter:
         """Clear what killed runs left, and make this run's temporary folder."""
