@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -625,17 +624,18 @@ def check_out_dir(out_dir: Path, overwrite: bool, inputs: Sequence[str | Path]) 
         if p == out.resolve() or out.resolve() in p.parents:
             raise OutputError(f"OUT_DIR {out_dir} holds the input {src}; choose another folder")
     if out.is_dir():
-        entries = sorted(e.name for e in out.iterdir())
+        entries = sorted(e.name for e in out.iterdir() if e.name != files.MARKER)
         if entries and not overwrite:
             raise OutputExistsError(
                 f"OUT_DIR {out_dir} holds other files ({entries[0]}, ...); pass --overwrite to "
                 "replace an earlier pairs folder, or choose a new folder"
             )
         foreign = [e for e in entries if e not in PAIRS_ENTRIES]
-        if entries and foreign:
+        if entries and (foreign or not files.made_here(out)):
+            what = foreign[0] if foreign else "files geomap-gan did not make"
             raise OutputError(
-                f"OUT_DIR {out_dir} holds {foreign[0]}, which is not an earlier pairs output; "
-                "--overwrite replaces only a pairs folder (pairs.json, train/, val/): choose "
+                f"OUT_DIR {out_dir} holds {what}, which is not an earlier pairs output; "
+                "--overwrite replaces only a folder that `geomap-gan pairs` made: choose "
                 "another folder"
             )
     return out
@@ -643,32 +643,30 @@ def check_out_dir(out_dir: Path, overwrite: bool, inputs: Sequence[str | Path]) 
 
 @contextlib.contextmanager
 def scratch_folder(out: Path, overwrite: bool) -> Iterator[Path]:
-    """A hidden folder beside ``out`` to write into; on success it becomes ``out`` (an earlier
-    folder there is replaced only with ``overwrite``), on any exception it is removed."""
+    """A hidden folder beside ``out`` to write into, marked as made by geomap-gan
+    (:func:`geomap_gan.files.scratch_dir`, so a later run removes it if this one is killed); on
+    success it becomes ``out`` (an earlier pairs folder there is replaced only with
+    ``overwrite``, an empty folder always), on any exception it is removed."""
     files.remove_stale(out)
-    tmp = files.temp_path(out)
-    try:
-        tmp.mkdir()
-    except OSError as exc:
-        raise OutputError(
-            f"cannot write in {out.parent} ({exc.strerror}); choose a writable folder"
-        ) from exc
+    tmp = files.scratch_dir(out, "pairs")
     try:
         yield tmp
         old = None
         if out.exists():
-            if any(out.iterdir()) and not overwrite:
+            filled = any(e.name != files.MARKER for e in out.iterdir())
+            if filled and not (overwrite and files.made_here(out)):
                 raise OutputExistsError(
-                    f"OUT_DIR {out} was filled while the pairs were made; pass --overwrite"
+                    f"OUT_DIR {out} was filled while the pairs were made; it was left as it is"
                 )
             old = files.temp_path(out, "old")
             os.rename(out, old)
         os.rename(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        if old is not None and not files.remove_made_dir(old):
+            with contextlib.suppress(OSError):
+                old.rmdir()  # the empty folder the user gave
     finally:
         if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+            files.remove_made_dir(tmp)
 
 
 # ---- the command -------------------------------------------------------------------------------

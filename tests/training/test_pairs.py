@@ -362,6 +362,25 @@ def test_multi_layer_geopackage_and_width_m(tiny_model_file, scene, tmp_path):
                               f"park={gpkg}|layername=parks")  # fmt: skip
 
 
+def test_a_killed_run_s_scratch_folder_goes_with_the_next_run(tiny_model_file, scene, tmp_path):
+    import os
+    import subprocess
+
+    from geomap_gan import files
+
+    src, _ = scene
+    water = write_layer(tmp_path / "w.gpkg", [shapely.box(0, 0, 100, 100)])
+    out = tmp_path / "pairs"
+    child = subprocess.Popen(["true"])
+    child.wait()
+    name = files.temp_path(out, "pairs").name.replace(f"-{os.getpid()}-", f"-{child.pid}-")
+    stale = files.make_dir(tmp_path / name, "pairs")  # what a SIGKILL leaves
+    (stale / "train").mkdir()
+    assert run_pairs(tiny_model_file, src, out, "--layer", f"water={water}").exit_code == 0
+    assert not stale.exists() and (out / "pairs.json").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
 def test_layer_spec_parsing():
     assert LayerSpec.parse("road=osm.gpkg:highway=primary,highway=secondary") == LayerSpec(
         "road", "osm.gpkg", (("highway", "primary"), ("highway", "secondary"))
