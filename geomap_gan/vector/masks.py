@@ -9,6 +9,7 @@ wins), so polygons of two classes never overlap and a road through a park cuts t
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import warnings
 from collections.abc import Iterator
@@ -19,15 +20,19 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.enums import MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from geomap_gan.errors import InputError
-from geomap_gan.legend import DRAW_ORDER, class_masks
+from geomap_gan.legend import CLASS_RULES, DRAW_ORDER, class_masks
 from geomap_gan.vector.options import MAP_GSD
 
 BLOCK_ROWS = 64
+"""Rows classified at a time by the legend's rules (small maps)."""
+READ_ROWS = 1024
+"""The most rows read at a time (a block row of the file, where its blocks are this tall)."""
 
 
 @dataclass(frozen=True)
@@ -132,18 +137,82 @@ def exclusive(masks: dict[str, np.ndarray], valid: np.ndarray) -> dict[str, np.n
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def colour_table() -> np.ndarray:
+    """The class of every 24-bit colour, ``table[r | g << 8 | b << 16]``: 0 for none, else 1 +
+    the class's index in DRAW_ORDER, from the legend's rules (``CLASS_RULES``, each a linear
+    inequality on two channels at most, evaluated on the grid of the channels it weighs and
+    broadcast) made exclusive as :func:`exclusive` does. 16 MB, built once per process (a few
+    tenths of a second): classifying a pixel is then one lookup instead of about ten signed
+    operations. ``tests/vector`` checks it against :func:`geomap_gan.legend.class_masks` on
+    every colour."""
+    levels = np.arange(256, dtype=np.int16)
+    axes = {0: (1, 1, 256), 1: (1, 256, 1), 2: (256, 1, 1)}  # r, g, b on the [b, g, r] grid
+    table = np.zeros((256, 256, 256), dtype=np.uint8)
+    taken = np.zeros((256, 256, 256), dtype=bool)
+    for name in reversed(DRAW_ORDER):
+        mask = np.ones((256, 256, 256), dtype=bool)
+        for weights, threshold in CLASS_RULES[name]:
+            value = sum(
+                (w * levels).reshape(axes[c]) for c, w in enumerate(weights) if w
+            )  # broadcasts over the channels the rule weighs only
+            mask &= np.asarray(value) >= threshold
+        mask &= ~taken
+        table[mask] = DRAW_ORDER.index(name) + 1
+        taken |= mask
+    return table.reshape(-1)
+
+
+def _classes(rgb: np.ndarray, table: np.ndarray | None) -> np.ndarray:
+    """Class codes (0 none, 1 + DRAW_ORDER index) of (3, rows, cols) uint8 RGB."""
+    if table is not None:
+        packed = np.zeros(rgb.shape[1:] + (4,), dtype=np.uint8)
+        packed[..., :3] = np.moveaxis(rgb, 0, -1)
+        return table[packed.view("<u4")[..., 0]]
+    out = np.zeros(rgb.shape[1:], dtype=np.uint8)
+    for r in range(0, rgb.shape[1], BLOCK_ROWS):  # the rules' signed temporaries stay small
+        part = np.moveaxis(rgb[:, r : r + BLOCK_ROWS], 0, -1)
+        masks = exclusive(class_masks(part), np.ones(part.shape[:2], dtype=bool))
+        for k, name in enumerate(DRAW_ORDER):
+            out[r : r + BLOCK_ROWS][masks[name]] = k + 1
+    return out
+
+
+TABLE_PIXELS = 1 << 24
+"""Maps of at least this many pixels are classified through :func:`colour_table` (its half
+second of set-up is then won back); smaller ones by the rules directly."""
+
+
 def read_masks(ds: DatasetReader, info: MapInfo, row0: int, row1: int) -> dict[str, np.ndarray]:
     """Exclusive boolean class masks of rows [row0, row1) (all classes: exclusivity needs them).
-    Read and classified a block of rows at a time: the colour rules' signed temporaries would
-    otherwise take several times the strip's RGB."""
-    out = {name: np.empty((row1 - row0, info.width), dtype=bool) for name in DRAW_ORDER}
-    for r in range(row0, row1, BLOCK_ROWS):
-        r1 = min(r + BLOCK_ROWS, row1)
+
+    Read a block row of the file at a time (a window that cuts the file's blocks would have
+    GDAL decode them again for each window), classified by colour table (large maps) or by the
+    legend's rules a block of rows at a time (their signed temporaries would otherwise take
+    several times the strip's RGB). Masked pixels (nodata, alpha 0, a mask band) are in no
+    class; a map whose every pixel is valid skips the mask read."""
+    table = colour_table() if info.width * info.height >= TABLE_PIXELS else None
+    code = np.empty((row1 - row0, info.width), dtype=np.uint8)
+    step = min(max(BLOCK_ROWS, ds.block_shapes[0][0]), READ_ROWS)
+    flags = [set(f) for f in ds.mask_flag_enums[:3]]
+    all_valid = not info.has_alpha and all(f == {MaskFlags.all_valid} for f in flags)
+    # An RGBA map whose mask is its alpha band (ours): one read gives both.
+    alpha_only = info.has_alpha and all(
+        f == {MaskFlags.per_dataset, MaskFlags.alpha} for f in flags
+    )
+    r = row0
+    while r < row1:
+        r1 = min((r // step + 1) * step, row1)  # whole blocks of the file where possible
         window = Window(0, r, info.width, r1 - r)
-        rgb = ds.read((1, 2, 3), window=window)
-        valid = ds.dataset_mask(window=window) > 0  # GDAL's rules: nodata, alpha, mask band
-        if info.has_alpha:
-            valid &= ds.read(4, window=window) > 0
-        for name, mask in exclusive(class_masks(np.moveaxis(rgb, 0, -1)), valid).items():
-            out[name][r - row0 : r1 - row0] = mask
-    return out
+        data = ds.read((1, 2, 3, 4) if alpha_only else (1, 2, 3), window=window)
+        part = _classes(data[:3], table)
+        if alpha_only:
+            part[data[3] == 0] = 0
+        elif not all_valid:
+            valid = ds.dataset_mask(window=window) > 0  # GDAL's rules: nodata, alpha, mask band
+            if info.has_alpha:
+                valid &= ds.read(4, window=window) > 0
+            part[~valid] = 0
+        code[r - row0 : r1 - row0] = part
+        r = r1
+    return {name: code == k + 1 for k, name in enumerate(DRAW_ORDER)}

@@ -6,13 +6,17 @@ integers) until a polygon is final: coordinates are then exact, so pieces of one
 strip border share their border edges exactly and their union is exact. Only final polygons go
 to world coordinates.
 
-Per strip: GDAL polygonizes each class mask (4-connected, as ``rasterio.features.shapes``);
-pieces touching the strip's top are unioned with the previous strip's pieces touching it
-(those that share a border segment with them), and pieces touching the strip's bottom stay
-open. Final polygons wait in a pool until no open polygon and no later row lies within the
-simplification reach of their group (polygons of any area class within that distance of one
-another): each group is then cleaned and simplified as one coverage, so shared boundaries move
-together and the result does not depend on where the strips fell.
+Per strip, each class mask is polygonized (4-connected regions, as GDAL's polygonize, traced
+with numpy: :mod:`geomap_gan.vector.regions`) into *pieces*, with a vertex at every pixel corner
+of the strip's top and bottom lines. A polygon is kept as its pieces until it is final: pieces
+on a strip's top join the pieces above that they share a border segment with (union-find over
+piece ids), and a polygon is final once none of its pieces reaches the strip's bottom; its
+pieces then match vertex for vertex along the cuts, and their union is a coverage union, done
+once. When simplification can move a boundary (see ``PolygonAssembler``), final polygons also
+wait for their group (polygons of any area class within the simplification reach of one
+another, found from the pieces) to be final, and each group is cleaned and simplified as one
+coverage, so shared boundaries move together. The result does not depend on where the strips
+fell.
 """
 
 from __future__ import annotations
@@ -22,24 +26,20 @@ from collections.abc import Sequence
 import numpy as np
 import shapely
 from affine import Affine
-from rasterio.features import shapes
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
-from shapely.geometry import LineString, Polygon, shape
+from shapely.geometry import Polygon
 
 from geomap_gan.legend import CLASSES
+from geomap_gan.vector import regions
 from geomap_gan.vector.features import Batch, to_world
 
 
-def polygonize(mask: np.ndarray, row0: int) -> list[Polygon]:
+def polygonize(mask: np.ndarray, row0: int) -> np.ndarray:
     """The 4-connected regions of ``mask`` (rows from ``row0`` of the map) as polygons in pixel
-    coordinates, holes included."""
-    if not mask.any():
-        return []
-    found = shapes(
-        mask.view(np.uint8), mask=mask, connectivity=4, transform=Affine.translation(0, row0)
-    )
-    return [shape(geom) for geom, _ in found]
+    coordinates, holes included, with a vertex at every pixel corner of the strip's top and
+    bottom lines that they pass (:func:`geomap_gan.vector.regions.polygonize`)."""
+    return regions.polygonize(mask, row0, cuts=True)
 
 
 def canonical(geoms: np.ndarray) -> np.ndarray:
@@ -51,61 +51,80 @@ def canonical(geoms: np.ndarray) -> np.ndarray:
     return shapely.normalize(shapely.simplify(geoms, 0.0, preserve_topology=False))
 
 
-def groups(geoms: np.ndarray, reach: float, extra: Sequence[object] = ()) -> np.ndarray:
-    """Component label of each geometry (and of each ``extra`` one, appended), where geometries
-    within ``reach`` of one another are connected (``reach`` 0: touching)."""
-    allg = np.concatenate([geoms, np.asarray(extra, dtype=object)]) if len(extra) else geoms
-    n = len(allg)
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    tree = shapely.STRtree(allg)
-    i, j = (
-        tree.query(allg, predicate="dwithin", distance=reach)
-        if reach > 0
-        else tree.query(allg, predicate="intersects")
-    )
-    graph = coo_matrix((np.ones(len(i), dtype=np.int8), (i, j)), shape=(n, n))
-    return connected_components(graph, directed=False)[1]
+def _one_polygon(geom: object) -> Polygon:
+    """The union of pieces that share border segments: one polygon (a shapely union may still
+    hand back a collection holding it)."""
+    parts = [p for p in shapely.get_parts(geom) if isinstance(p, Polygon) and not p.is_empty]
+    if len(parts) != 1:  # pragma: no cover - edge-sharing pieces always union to one
+        raise RuntimeError(f"a union of edge-sharing pieces gave {len(parts)} polygons")
+    return parts[0]
 
 
-def join_pieces(carried: list[Polygon], pieces: list[Polygon], row0: int) -> list[Polygon]:
-    """Union the pieces touching row ``row0`` with the carried polygons they continue (sharing a
-    border segment, not just a corner: 4-connectivity, as GDAL polygonizes)."""
-    top = [p for p in pieces if p.bounds[1] == row0]
-    rest = [p for p in pieces if p.bounds[1] != row0]
-    cands = np.array(carried + top, dtype=object)
-    if not carried or not top:
-        return list(cands) + rest
-    i, j = shapely.STRtree(cands).query(cands, predicate="intersects")
-    keep = i < j
-    i, j = i[keep], j[keep]
-    share = shapely.relate_pattern(cands[i], cands[j], "****1****")
-    n = len(cands)
-    graph = coo_matrix(
-        (np.ones(int(share.sum()), dtype=np.int8), (i[share], j[share])), shape=(n, n)
-    )
-    _, label = connected_components(graph, directed=False)
-    joined = [shapely.union_all(cands[label == k]) for k in range(label.max() + 1)]
-    return _polygons(joined) + rest
+class _Components:
+    """Union-find over polygon ids (numpy arrays, vectorised unions and finds): which polygons
+    are within reach of one another, directly or through others."""
+
+    def __init__(self) -> None:
+        self.parent = np.zeros(1024, dtype=np.int64)
+        self.size = 0
+
+    def add(self, count: int) -> np.ndarray:
+        """``count`` new ids, each its own component."""
+        ids = np.arange(self.size, self.size + count)
+        if self.size + count > len(self.parent):
+            grown = np.zeros(max(2 * len(self.parent), self.size + count), dtype=np.int64)
+            grown[: self.size] = self.parent[: self.size]
+            self.parent = grown
+        self.parent[ids] = ids
+        self.size += count
+        return ids
+
+    def roots(self, ids: np.ndarray) -> np.ndarray:
+        """The component (its root id) of each id; paths compressed on the way."""
+        ids = np.asarray(ids, dtype=np.int64)
+        root = self.parent[ids]
+        while True:
+            up = self.parent[root]
+            if (up == root).all():
+                break
+            root = up
+        self.parent[ids] = root
+        return root
+
+    def union(self, a: np.ndarray, b: np.ndarray) -> None:
+        """Join the components of each pair (a[k], b[k])."""
+        if not len(a):
+            return
+        ra, rb = self.roots(a), self.roots(b)
+        nodes, inv = np.unique(np.concatenate([ra, rb]), return_inverse=True)
+        m = len(nodes)
+        graph = coo_matrix(
+            (np.ones(len(ra), dtype=np.int8), (inv[: len(ra)], inv[len(ra) :])), shape=(m, m)
+        )
+        label = connected_components(graph, directed=False)[1]
+        rep = np.full(label.max() + 1, np.iinfo(np.int64).max)
+        np.minimum.at(rep, label, nodes)
+        self.parent[nodes] = rep[label]
 
 
-def _polygons(geoms: Sequence[object]) -> list[Polygon]:
-    """The polygons in ``geoms``, multi-parts split (a union of edge-sharing pieces is one)."""
-    out: list[Polygon] = []
-    for g in geoms:
-        out.extend(p for p in shapely.get_parts(g) if isinstance(p, Polygon) and not p.is_empty)
+def fill_and_drop(geoms: np.ndarray, min_area: float) -> np.ndarray:
+    """Fill holes under ``min_area`` (pixels²) and drop the polygons under it, all at once: the
+    polygons, None where dropped. Whatever lies in a filled hole is smaller than the hole, so
+    it is dropped too: no overlap results."""
+    if min_area <= 0 or not len(geoms):
+        return geoms
+    rings, index = shapely.get_rings(geoms, return_index=True)
+    shell = np.r_[True, index[1:] != index[:-1]]
+    area = shapely.area(shapely.polygons(rings))
+    keep = shell | (area >= min_area)
+    filled = geoms
+    if not keep.all():
+        filled = shapely.polygons(rings[keep], indices=index[keep])
+    holes = np.bincount(index[keep & ~shell], weights=area[keep & ~shell], minlength=len(geoms))
+    big = area[shell] - holes >= min_area
+    out = np.full(len(geoms), None, dtype=object)
+    out[big] = filled[big]
     return out
-
-
-def fill_and_drop(poly: Polygon, min_area: float) -> Polygon | None:
-    """Fill holes under ``min_area`` (pixels²) and drop the polygon if it is under it. Whatever
-    lies in a filled hole is smaller than the hole, so it is dropped too: no overlap results."""
-    if min_area <= 0:
-        return poly
-    holes = [r for r in poly.interiors if Polygon(r).area >= min_area]
-    if len(holes) != len(poly.interiors):
-        poly = Polygon(poly.exterior, holes)
-    return poly if poly.area >= min_area else None
 
 
 class PolygonAssembler:
@@ -129,52 +148,106 @@ class PolygonAssembler:
         self.transform = transform
         self.pixel_area_m2 = pixel_area_m2
         self.min_area = min_area
-        self.tolerance = tolerance
+        # Coverage simplification (Visvalingam-Whyatt) drops a corner when the triangle it
+        # makes with its neighbours is under tolerance² in area; any three pixel corners that
+        # are not collinear span at least half a pixel², so below that it changes nothing
+        # (canonical() has dropped the collinear ones): skipped, with the grouping it needs.
+        self.tolerance = tolerance if tolerance * tolerance >= 0.5 else 0.0
         # Coverage simplification moves a boundary up to about its tolerance, so polygons closer
         # than twice that are simplified together (their edges then cannot cross).
-        self.reach = 2.0 * tolerance if tolerance > 0 else 0.0
-        self.open: dict[str, list[Polygon]] = {c: [] for c in self.classes}
-        self.pool: list[tuple[str, Polygon]] = []
+        self.reach = 2.0 * self.tolerance
+        # Same polygon (pieces sharing a border segment) and same group (polygons within reach,
+        # through any chain): union-finds over piece ids, one id space.
+        self.polys = _Components()
+        self.groups = _Components()
+        # Pieces (polygonized strip parts) of polygons not yet emitted: geometry, class, id and
+        # last row (their polygon or its group may still grow into the rows to come).
+        self.live: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] = (
+            np.empty(0, dtype=object),
+            np.empty(0, dtype=object),
+            np.zeros(0, dtype=np.int64),
+            np.zeros(0),
+        )
 
     def add(self, masks: dict[str, np.ndarray], row0: int, row1: int) -> list[Batch]:
-        """Take rows [row0, row1) of the class masks; return the polygons now final."""
+        """Take rows [row0, row1) of the class masks; return the polygons now final.
+
+        A polygon is kept as its pieces until it is final (no piece on the last row, or the
+        map's end), then unioned once. Pieces on the strip's top join the pieces of the strip
+        above that they share a border segment with (4-connectivity, as GDAL polygonizes).
+        Groups (polygons within ``reach`` of one another, through any chain) come from the
+        pieces too: the distance between two polygons is that between their closest pieces,
+        and a new piece can only be within reach of pieces of its own strip or of the live
+        ones that end within reach above it. A group is final once none of its pieces ends
+        within reach of the rows still to come."""
+        if not self.classes:
+            return []
         more = row1 < self.height
+        live_g, live_n, live_i, live_y = self.live
+        new_g, new_n, new_i = [], [], []
         for name in self.classes:
-            joined = join_pieces(self.open[name], polygonize(masks[name], row0), row0)
-            is_open = [more and p.bounds[3] == row1 for p in joined]
-            self.open[name] = [p for p, o in zip(joined, is_open, strict=True) if o]
-            self.pool.extend((name, p) for p, o in zip(joined, is_open, strict=True) if not o)
-        return self._emit(row1 if more else None)
+            cut = polygonize(masks[name], row0)
+            ids = self.polys.add(len(cut))
+            self.groups.add(len(cut))
+            above = (live_n == name) & (live_y == row0)
+            top = shapely.bounds(cut)[:, 1] == row0 if len(cut) else np.zeros(0, dtype=bool)
+            if above.any() and top.any():
+                self._join(live_g[above], live_i[above], cut[top], ids[top])
+            new_g.append(cut)
+            new_n.append(np.full(len(cut), name, dtype=object))
+            new_i.append(ids)
+        g, n, i = np.concatenate(new_g), np.concatenate(new_n), np.concatenate(new_i)
+        y = shapely.bounds(g)[:, 3] if len(g) else np.zeros(0)
+        if self.reach > 0 and len(g):
+            near = live_y >= row0 - self.reach
+            cand_g = np.concatenate([g, live_g[near]])
+            cand_i = np.concatenate([i, live_i[near]])
+            a, b = shapely.STRtree(cand_g).query(g, predicate="dwithin", distance=self.reach)
+            self.groups.union(i[a], cand_i[b])
+        live_g, live_n = np.concatenate([live_g, g]), np.concatenate([live_n, n])
+        live_i, live_y = np.concatenate([live_i, i]), np.concatenate([live_y, y])
+        sets = self.groups if self.reach > 0 else self.polys
+        roots = sets.roots(live_i)
+        final = np.ones(len(live_i), dtype=bool)
+        if more:
+            final = ~np.isin(roots, roots[live_y >= row1 - self.reach])
+        keep = ~final
+        self.live = (live_g[keep], live_n[keep], live_i[keep], live_y[keep])
+        return self._emit(live_g[final], live_n[final], live_i[final], roots[final])
 
-    def _emit(self, row1: int | None) -> list[Batch]:
-        """Emit every pool group that no open polygon nor any row from ``row1`` can still
-        join."""
-        if not self.pool:
+    def _join(self, above: np.ndarray, above_ids: np.ndarray, top: np.ndarray,
+              top_ids: np.ndarray) -> None:  # fmt: skip
+        """Pieces of the strip above and top pieces of this one that share a border segment
+        (not just a corner) belong to one polygon."""
+        a, b = shapely.STRtree(above).query(top, predicate="intersects")
+        share = shapely.relate_pattern(top[a], above[b], "****1****")
+        self.polys.union(top_ids[a[share]], above_ids[b[share]])
+        self.groups.union(top_ids[a[share]], above_ids[b[share]])
+
+    def _emit(
+        self, pieces: np.ndarray, names: np.ndarray, ids: np.ndarray, labels: np.ndarray
+    ) -> list[Batch]:
+        """The final polygons of these pieces (unioned per polygon), labelled by group."""
+        if not len(pieces):
             return []
-        geoms = np.array([p for _, p in self.pool], dtype=object)
-        extra: list[object] = [p for ps in self.open.values() for p in ps]
-        if row1 is not None:
-            extra.append(LineString([(-1e9, row1), (1e9, row1)]))
-        label = groups(geoms, self.reach, extra)
-        blocked = set(label[len(geoms) :].tolist())
-        done = np.array([lab not in blocked for lab in label[: len(geoms)]], dtype=bool)
-        ready = [self.pool[k] for k in np.flatnonzero(done)]
-        ready_labels = label[: len(geoms)][done]
-        self.pool = [self.pool[k] for k in np.flatnonzero(~done)]
-        return self._finish(ready, ready_labels)
+        poly = self.polys.roots(ids)
+        order = np.argsort(poly, kind="stable")
+        poly, pieces, names, labels = poly[order], pieces[order], names[order], labels[order]
+        first = np.r_[True, poly[1:] != poly[:-1]]
+        starts = np.flatnonzero(first)
+        ends = np.r_[starts[1:], len(poly)]
+        geoms = pieces[starts].copy()
+        for k in np.flatnonzero(ends - starts > 1):
+            geoms[k] = _one_polygon(shapely.coverage_union_all(pieces[starts[k] : ends[k]]))
+        return self._finish(geoms, names[starts], labels[starts])
 
-    def _finish(self, items: list[tuple[str, Polygon]], labels: np.ndarray) -> list[Batch]:
+    def _finish(self, geoms: np.ndarray, names: np.ndarray, labs: np.ndarray) -> list[Batch]:
         """Clean, simplify (one coverage per group) and place final polygons."""
-        kept: list[tuple[int, str, Polygon]] = []
-        for (name, poly), lab in zip(items, labels, strict=True):
-            cleaned = fill_and_drop(poly, self.min_area)
-            if cleaned is not None:
-                kept.append((int(lab), name, cleaned))
-        if not kept:
+        cleaned = fill_and_drop(geoms, self.min_area)
+        kept = shapely.is_geometry(cleaned) if len(cleaned) else np.zeros(0, dtype=bool)
+        if not kept.any():
             return []
-        names = np.array([n for _, n, _ in kept], dtype=object)
-        labs = np.array([lab for lab, _, _ in kept])
-        geoms = canonical(np.array([p for _, _, p in kept], dtype=object))
+        geoms, names, labs = canonical(cleaned[kept]), names[kept], labs[kept]
         if self.tolerance > 0:
             geoms = self._simplify(geoms, names, labs)
         return self._batches(geoms, names)
@@ -189,7 +262,7 @@ class PolygonAssembler:
             keys = [(order[str(names[k])], w) for k, w in zip(idx, wkb, strict=True)]
             idx = idx[sorted(range(len(idx)), key=keys.__getitem__)]
             out[idx] = shapely.coverage_simplify(geoms[idx], self.tolerance)
-        return out
+        return shapely.normalize(out)
 
     def _batches(self, geoms: np.ndarray, names: np.ndarray) -> list[Batch]:
         """Valid polygons in world coordinates with ``class`` and ``area_m2``, one batch per
