@@ -8,6 +8,12 @@ Adam at 1e-4 for about :data:`UPDATES` updates (half at the full rate, half deca
 BatchNorm statistics re-estimated on the region's pairs before validation and export. The model
 card records the base model, the pairs' sources and region; ``OUT/finetune.json`` holds the
 whole record.
+
+Measured (benchmarks/finetune_naip.py, 2-core AMX Xeon shared with other jobs): water from NDWI
+over the west 60% of the NAIP 2015 scene, 90 training pairs; water IoU against the NDWI truth on
+the east 40%, never in a pair: bundled 0.757; this recipe (242 updates) 0.902, in 8.1 CPU
+minutes (13.8 min wall on the shared cores). Rate 2e-4: 0.888. With the encoder frozen (85
+pairs of an earlier split, where the full network gave 0.868): 0.834, for only 10% less CPU.
 """
 
 from __future__ import annotations
