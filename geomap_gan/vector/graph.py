@@ -53,40 +53,49 @@ class Piece:
     radius: tuple[float, float] = (0.0, 0.0)
 
 
-def _shift(m: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """``out[y + dy, x + dx] = m[y, x]`` (zero where nothing lands)."""
-    out = np.zeros_like(m)
-    h, w = m.shape
-    out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = m[
-        max(-dy, 0) : h - max(dy, 0), max(-dx, 0) : w - max(dx, 0)
-    ]
-    return out
+@dataclass
+class _Pixels:
+    """A window's skeleton as lists: its pixels (sorted flat indices, rows, columns), their
+    links (pixel index pairs per direction) and their degrees. Memory and work in proportion to
+    the skeleton, not the window (centre lines are a few percent of a map)."""
+
+    flat: np.ndarray
+    y: np.ndarray
+    x: np.ndarray
+    width: int
+    links: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]
+    deg: np.ndarray
 
 
-def links(sk: np.ndarray) -> dict[tuple[int, int], np.ndarray]:
-    """Pruned links: ``links[(dy, dx)][y, x]`` when pixel (y, x) links to (y + dy, x + dx);
-    each link once, from its first pixel in row-major order."""
-    p = np.pad(sk, 1)
+def pixels(sk: np.ndarray) -> _Pixels:
+    """Pruned links: pixel (y, x) links to its 4-neighbours right and below, and to a diagonal
+    neighbour below unless the two share a 4-neighbour in the skeleton; each link once, from
+    its first pixel in row-major order."""
     h, w = sk.shape
+    flat = np.flatnonzero(sk)
+    y, x = np.divmod(flat, w)
 
-    def at(dy: int, dx: int) -> np.ndarray:
-        return p[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+    def near(dy: int, dx: int) -> np.ndarray:
+        inside = (x + dx >= 0) & (x + dx < w) & (y + dy >= 0) & (y + dy < h)
+        return np.where(inside, _find(flat, flat + dy * w + dx), -1)
 
-    return {
-        (0, 1): sk & at(0, 1),
-        (1, 0): sk & at(1, 0),
-        (1, 1): sk & at(1, 1) & ~at(1, 0) & ~at(0, 1),
-        (1, -1): sk & at(1, -1) & ~at(1, 0) & ~at(0, -1),
+    right, below, left = near(0, 1), near(1, 0), near(0, -1)
+    down_right, down_left = near(1, 1), near(1, -1)
+    keep = {
+        (0, 1): right >= 0,
+        (1, 0): below >= 0,
+        (1, 1): (down_right >= 0) & (below < 0) & (right < 0),
+        (1, -1): (down_left >= 0) & (below < 0) & (left < 0),
     }
-
-
-def degree(lk: dict[tuple[int, int], np.ndarray]) -> np.ndarray:
-    """Links per pixel."""
-    deg = np.zeros(next(iter(lk.values())).shape, dtype=np.uint8)
-    for (dy, dx), m in lk.items():
-        deg += m
-        deg += _shift(m, dy, dx)
-    return deg
+    other = {(0, 1): right, (1, 0): below, (1, 1): down_right, (1, -1): down_left}
+    links = {}
+    deg = np.zeros(len(flat), dtype=np.int64)
+    for k, sel in keep.items():
+        i = np.flatnonzero(sel)
+        j = other[k][i]
+        links[k] = (i, j)
+        deg += np.bincount(i, minlength=len(flat)) + np.bincount(j, minlength=len(flat))
+    return _Pixels(flat, y, x, w, links, deg)
 
 
 @dataclass
@@ -114,23 +123,22 @@ def _find(table: np.ndarray, flat: np.ndarray) -> np.ndarray:
 
 
 def _junctions(
-    lk: dict[tuple[int, int], np.ndarray], deg: np.ndarray, dist: Distance, w0: int
+    px: _Pixels, dist: Distance, w0: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Junctions of a window (map rows from ``w0``): the junction pixels (sorted flat indices)
     and their junction's label, and per junction its centroid (x, y), its last map row and its
     largest distance to the edge.
     Computed on the whole window, so a junction that a cut crosses is the same junction to both
     strips."""
-    w = deg.shape[1]
-    junc = deg >= 3
-    flat = np.flatnonzero(junc)
-    ys, xs = np.divmod(flat, w)
+    junc = px.deg >= 3
+    at = np.cumsum(junc) - 1  # a junction pixel's index among the junction pixels
     us, vs = [], []
-    for (dy, dx), m in lk.items():
-        f1 = np.flatnonzero(m & junc & _shift(junc, -dy, -dx))
-        us.append(_find(flat, f1))
-        vs.append(_find(flat, f1 + dy * w + dx))
-    comp = _components(len(flat), np.concatenate(us), np.concatenate(vs))
+    for i, j in px.links.values():
+        both = junc[i] & junc[j]
+        us.append(at[i[both]])
+        vs.append(at[j[both]])
+    ys, xs = px.y[junc], px.x[junc]
+    comp = _components(int(junc.sum()), np.concatenate(us), np.concatenate(vs))
     count = np.maximum(np.bincount(comp, minlength=1), 1)
     centre = np.column_stack(
         [
@@ -142,7 +150,7 @@ def _junctions(
     np.maximum.at(last, comp, ys + w0)
     radius = np.zeros(len(count))
     np.maximum.at(radius, comp, dist(ys, xs))
-    return flat, comp, centre, last, radius
+    return px.flat[junc], comp, centre, last, radius
 
 
 def _crossing(
@@ -151,7 +159,7 @@ def _crossing(
     y2: np.ndarray,
     x2: np.ndarray,
     core: tuple[int, int],
-    deg: np.ndarray,
+    deg: tuple[np.ndarray, np.ndarray],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
     """Split links that cross the core's border by what the two strips do with them: both
     ends on a path -> a cut node at the midpoint (``cut``); the inner end on a path -> the line
@@ -165,7 +173,8 @@ def _crossing(
     ix = np.where(in1, x1, x2)
     oy = np.where(in1, y2, y1)
     ox = np.where(in1, x2, x1)
-    ipath, opath = deg[iy, ix] == 2, deg[oy, ox] == 2
+    ipath = np.where(in1, deg[0], deg[1]) == 2
+    opath = np.where(in1, deg[1], deg[0]) == 2
     cut = crossing & ipath & opath
     inner_path = crossing & ipath & ~opath
     nodes = crossing & ~ipath & ~opath & (iy < oy)
@@ -174,22 +183,24 @@ def _crossing(
 
 def _vertices(sk: np.ndarray, dist: Distance, w0: int, row0: int, row1: int) -> _Vertices:
     """Vertices and links of the core rows [row0, row1) of a window (map rows from ``w0``)."""
-    lk = links(sk)
-    deg = degree(lk)
-    jflat, jcomp, centre, last, jradius = _junctions(lk, deg, dist, w0)
-    c0, c1, w = row0 - w0, row1 - w0, sk.shape[1]
-    core = np.flatnonzero(sk[c0:c1]) + c0 * w
-    ys, xs = np.divmod(core, w)
+    px = pixels(sk)
+    jflat, jcomp, centre, last, jradius = _junctions(px, dist, w0)
+    c0, c1, w = row0 - w0, row1 - w0, px.width
+    in_core = (px.y >= c0) & (px.y < c1)
+    core = px.flat[in_core]
+    ys, xs = px.y[in_core], px.x[in_core]
 
     def idx(y: np.ndarray, x: np.ndarray) -> np.ndarray:
         return _find(core, y * w + x)
 
     inner, cut_u, cut_xy, out_u, out_flat = [], [], [], [], []
-    for (dy, dx), m in lk.items():
-        y1, x1 = np.nonzero(m[max(c0 - 1, 0) : c1])
-        y1 = y1 + max(c0 - 1, 0)
-        y2, x2 = y1 + dy, x1 + dx
-        both, cut, outer, (iy, ix, oy, ox) = _crossing(y1, x1, y2, x2, (c0, c1), deg)
+    for i, j in px.links.values():
+        sel = (px.y[i] >= c0 - 1) & (px.y[i] < c1)
+        i, j = i[sel], j[sel]
+        y1, x1, y2, x2 = px.y[i], px.x[i], px.y[j], px.x[j]
+        both, cut, outer, (iy, ix, oy, ox) = _crossing(
+            y1, x1, y2, x2, (c0, c1), (px.deg[i], px.deg[j])
+        )
         inner.append(np.column_stack([idx(y1[both], x1[both]), idx(y2[both], x2[both])]))
         cut_u.append(idx(iy[cut], ix[cut]))
         mid = [(x1[cut] + x2[cut]) / 2 + 0.5, (y1[cut] + y2[cut]) / 2 + w0 + 0.5]
@@ -224,7 +235,7 @@ def _vertices(sk: np.ndarray, dist: Distance, w0: int, row0: int, row1: int) -> 
         ready=np.concatenate([ready, np.zeros(n_cut, dtype=np.int64)]),
         radius=np.concatenate([radius, np.zeros(n_cut)]),
         jlabel=np.concatenate([vlab, np.full(n_cut, -1)]),
-        chain=np.concatenate([deg[vy, vx] == 2, no]),
+        chain=np.concatenate([px.deg[_find(px.flat, vy * w + vx)] == 2, no]),
         cut=np.concatenate([np.zeros(n_pix, dtype=bool), ~no]),
         samples=samples,
         u=links_[:, 0],
@@ -250,25 +261,41 @@ def _path_orders(g: _Vertices) -> tuple[list[np.ndarray], list[bool]]:
     if not len(verts):
         return [], []
     lab = label[verts]
-    # The first vertex of each run: its lowest-numbered end, or for a ring its lowest vertex.
+    # The first vertex of each run: its lowest-numbered end, or for a ring its lowest vertex;
+    # an open run's last vertex is its other end (the next in this order).
     order = np.lexsort((verts, cdeg[verts] >= 2, lab))
-    first = np.r_[True, lab[order][1:] != lab[order][:-1]]
-    starts = verts[order][first]
+    sv, sl = verts[order], lab[order]
+    at = np.flatnonzero(np.r_[True, sl[1:] != sl[:-1]])
+    starts = sv[at]
     rings = cdeg[starts] >= 2
-    # Open each ring at its start: drop the link to the start's lower-numbered neighbour.
+    nxt = np.minimum(at + 1, len(sv) - 1)
+    two_ends = (at + 1 < len(sv)) & (sl[nxt] == sl[at]) & (cdeg[sv[nxt]] < 2)
+    ends = np.where(two_ends, sv[nxt], starts)
+    # Open each ring at its start: drop the link to the start's lower-numbered neighbour, which
+    # is then the ring's last vertex.
     drop = np.zeros(len(cu), dtype=bool)
-    for s in starts[rings]:
-        at = np.flatnonzero((cu == s) | (cv == s))
-        other = np.where(cu[at] == s, cv[at], cu[at])
-        drop[at[np.argmin(other)]] = True
-    root = n
-    gu = np.concatenate([cu[~drop], np.full(len(starts), root)])
-    gv = np.concatenate([cv[~drop], starts])
-    graph = coo_matrix((np.ones(len(gu), dtype=np.int8), (gu, gv)), shape=(n + 1, n + 1)).tocsr()
-    walk, pred = depth_first_order(graph, root, directed=False, return_predecessors=True)
-    walk = walk[1:]
-    cuts = np.flatnonzero(pred[walk] == root)
-    runs = np.split(walk, cuts[1:])
+    if rings.any():
+        is_ring_start = np.zeros(n, dtype=bool)
+        is_ring_start[starts[rings]] = True
+        a_side, b_side = np.flatnonzero(is_ring_start[cu]), np.flatnonzero(is_ring_start[cv])
+        s_of = np.concatenate([cu[a_side], cv[b_side]])
+        nb = np.concatenate([cv[a_side], cu[b_side]])
+        link = np.concatenate([a_side, b_side])
+        pick = np.lexsort((nb, s_of))
+        lowest = pick[np.r_[True, s_of[pick][1:] != s_of[pick][:-1]]]
+        drop[link[lowest]] = True
+        ring_end = dict(zip(s_of[lowest].tolist(), nb[lowest].tolist(), strict=True))
+        ends[rings] = [ring_end[s] for s in starts[rings].tolist()]
+    # One long path through every run, each run's last vertex linked to the next run's first:
+    # a walk from the first start visits them all in order (a root linked to every start would
+    # cost scipy a rescan of its links on each return).
+    gu = np.concatenate([cu[~drop], ends[:-1]])
+    gv = np.concatenate([cv[~drop], starts[1:]])
+    graph = coo_matrix((np.ones(len(gu), dtype=np.int8), (gu, gv)), shape=(n, n)).tocsr()
+    walk = depth_first_order(graph, int(starts[0]), directed=False, return_predecessors=False)
+    is_start = np.zeros(n, dtype=bool)
+    is_start[starts] = True
+    runs = np.split(walk, np.flatnonzero(is_start[walk])[1:])
     ring_start = set(starts[rings].tolist())
     return runs, [int(r[0]) in ring_start for r in runs]
 
