@@ -69,3 +69,11 @@ def tiny_model_file(tmp_path: Path) -> Path:
     return save_model(
         MapModel(init_weights(build_generator(card)), card), tmp_path / "tiny.safetensors"
     )
+
+
+@pytest.fixture
+def outputs(tmp_path: Path) -> Path:
+    """A folder for outputs only (so a test can check that nothing was left in it)."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    return folder
