@@ -36,7 +36,6 @@ def git_commit() -> str:
         return ""
 
 
-@torch.no_grad()
 @dataclasses.dataclass(frozen=True)
 class Placement:
     """Where one training process runs: its rank among ``world`` processes, and its device."""

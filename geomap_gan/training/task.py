@@ -29,6 +29,7 @@ from geomap_gan.training.metrics import pair_sides
 log = logging.getLogger(__name__)
 
 
+@torch.no_grad()
 def recalibrate_batchnorm(
     g: nn.Module, pairs: np.ndarray, cfg: TrainConfig, device: torch.device
 ) -> None:
