@@ -12,13 +12,14 @@ from .finetune_algorithm import FinetuneAlgorithm
 from .pairs_algorithm import PairsAlgorithm
 from .render_algorithm import RenderAlgorithm
 from .setup_algorithm import SetupAlgorithm
+from .vectorize_algorithm import VectorizeAlgorithm
 
 ICON = Path(__file__).resolve().parent / "icon.png"
 
 
 class GeomapGanProvider(QgsProcessingProvider):
-    """Holds the render, training-pairs, fine-tune and set-up algorithms; rasters out are
-    GeoTIFF only."""
+    """Holds the render, vectorize, training-pairs, fine-tune and set-up algorithms; rasters
+    out are GeoTIFF only."""
 
     def id(self) -> str:
         return "geomap_gan"
@@ -56,6 +57,7 @@ class GeomapGanProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self) -> None:  # noqa: N802 (QGIS API)
         self.addAlgorithm(RenderAlgorithm())
+        self.addAlgorithm(VectorizeAlgorithm())
         self.addAlgorithm(PairsAlgorithm())
         self.addAlgorithm(FinetuneAlgorithm())
         self.addAlgorithm(SetupAlgorithm())

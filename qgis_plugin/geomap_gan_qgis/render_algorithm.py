@@ -28,6 +28,7 @@ from qgis.core import (
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
@@ -46,6 +47,7 @@ from .engine import (
     not_found_message,
     run_engine,
 )
+from .styles import load_layers
 
 ICON = Path(__file__).resolve().parent / "icon.png"
 
@@ -118,6 +120,8 @@ class RenderAlgorithm(CancellableAlgorithm):
     HARMONIZE = "HARMONIZE"
     ALLOW_UNGEOREFERENCED = "ALLOW_UNGEOREFERENCED"
     OUTPUT = "OUTPUT"
+    VECTORS = "VECTORS"
+    RENDER_SHARE = 85.0  # per cent of the progress bar for the render when vectors follow
 
     # ---- identity ---------------------------------------------------------------------------
     def name(self) -> str:
@@ -148,6 +152,10 @@ class RenderAlgorithm(CancellableAlgorithm):
             "<b>Area of interest</b>: polygons and/or an extent; only windows that touch them "
             "are rendered.<br>"
             "<b>Model</b>: a geomap-gan .safetensors file; empty: the bundled model.<br>"
+            "<b>Map as vector layers</b> (optional): a GeoPackage of the map's water and park "
+            "polygons and road and highway centre lines, made from the rendered map in the "
+            "same run (as <i>Vectorize map</i> with its defaults) and added to the project in "
+            "the map's colours.<br>"
             "The engine runs as the geomap-gan command in its own environment: run "
             "<i>Set up geomap-gan</i> once, or point Settings > Options > Processing > "
             "Providers > geomap-gan at an installed geomap-gan."
@@ -199,6 +207,15 @@ class RenderAlgorithm(CancellableAlgorithm):
             param.setFlags(param.flags() | compat.ADVANCED)
             self.addParameter(param)
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Rendered map"))
+        self.addParameter(
+            QgsProcessingParameterFileDestination(
+                self.VECTORS,
+                "Map as vector layers (water, parks, roads, highways)",
+                "GeoPackage (*.gpkg)",
+                optional=True,
+                createByDefault=False,
+            )
+        )
         for name, label in (
             ("WINDOWS", "Windows rendered"),
             ("WINDOWS_SKIPPED", "Windows skipped (outside the AOI or nodata)"),
@@ -263,10 +280,18 @@ class RenderAlgorithm(CancellableAlgorithm):
         if engine is None:
             raise QgsProcessingException(not_found_message())
         args = [str(engine), "render", *self._engine_arguments(parameters, context)]
+        vectors = self._vectors_path(parameters, context)
+        if vectors:
+            args += ["--vectors", vectors]
         feedback.pushInfo("$ " + " ".join(args))
+        share = self.RENDER_SHARE if vectors else 100.0
+
+        def on_event(event: dict[str, Any]) -> None:
+            _show_event(event, feedback, (0.0, share) if "stage" not in event else (share, 100.0))
+
         try:
             check_executable(engine)
-            result = run_engine(args, lambda e: _show_event(e, feedback), feedback.isCanceled)
+            result = run_engine(args, on_event, feedback.isCanceled)
         except EngineError as exc:
             raise QgsProcessingException(str(exc)) from None
         feedback.setProgress(100.0)
@@ -275,13 +300,31 @@ class RenderAlgorithm(CancellableAlgorithm):
             f"{result['windows']} windows ({result['windows_skipped']} skipped) in "
             f"{result['seconds']:.1f} s"
         )
-        return {
+        out = {
             self.OUTPUT: str(result["path"]),
             "WINDOWS": result["windows"],
             "WINDOWS_SKIPPED": result["windows_skipped"],
             "SECONDS": result["seconds"],
             "MEGAPIXELS": result["megapixels"],
         }
+        if vectors and "vectors" in result:
+            made = result["vectors"]
+            counts = made["features"]
+            feedback.pushInfo(
+                "vectorized: " + ", ".join(f"{n} {c}" for c, n in counts.items())
+                + f" in {made['seconds']:.1f} s"
+            )  # fmt: skip
+            out[self.VECTORS] = str(made["path"])
+            if context.willLoadLayerOnCompletion(str(result["path"])):
+                load_layers(context, str(made["path"]), list(counts), Path(vectors).stem)
+        return out
+
+    def _vectors_path(self, parameters: dict[str, Any], context: QgsProcessingContext) -> str:
+        """The GeoPackage the map's vector layers go to, or '' when none is asked for."""
+        value = parameters.get(self.VECTORS)
+        if value is None or value == "":
+            return ""
+        return self.parameterAsFileOutput(parameters, self.VECTORS, context) or ""
 
     def _engine_arguments(
         self, parameters: dict[str, Any], context: QgsProcessingContext
@@ -374,11 +417,17 @@ def _source_path(layer: QgsRasterLayer) -> str:
     return layer.source()
 
 
-def _show_event(event: dict[str, Any], feedback: QgsProcessingFeedback) -> None:
-    """One engine event on the Processing feedback: progress bar, log, warnings in red."""
+def _show_event(
+    event: dict[str, Any],
+    feedback: QgsProcessingFeedback,
+    span: tuple[float, float] = (0.0, 100.0),
+) -> None:
+    """One engine event on the Processing feedback: progress bar (its ``span`` of it, per
+    cent), log, warnings in red."""
     if event["event"] == "progress":
         total = event.get("total") or 0
-        feedback.setProgress(100.0 * event.get("done", 0) / total if total else 0.0)
+        part = event.get("done", 0) / total if total else 0.0
+        feedback.setProgress(span[0] + (span[1] - span[0]) * part)
     elif event["event"] == "log":
         message = str(event.get("message", ""))
         if event.get("level") in ("WARNING", "ERROR", "CRITICAL"):
