@@ -249,9 +249,10 @@ def _components(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return connected_components(graph, directed=False)[1]
 
 
-def _path_orders(g: _Vertices) -> tuple[list[np.ndarray], list[bool]]:
-    """The runs of path pixels, each in order along its line, and whether it is a ring (a run
-    with no node: a closed loop of pixels)."""
+def _path_orders(g: _Vertices) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The runs of path pixels, each in order along its line, all in one array; where each run
+    starts in it; and whether each run is a ring (a run with no node: a closed loop of
+    pixels)."""
     n = len(g.xy)
     cc = g.chain[g.u] & g.chain[g.v]
     cu, cv = g.u[cc], g.v[cc]
@@ -259,7 +260,8 @@ def _path_orders(g: _Vertices) -> tuple[list[np.ndarray], list[bool]]:
     cdeg = np.bincount(cu, minlength=n) + np.bincount(cv, minlength=n)
     verts = np.flatnonzero(g.chain)
     if not len(verts):
-        return [], []
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0, dtype=bool)
     lab = label[verts]
     # The first vertex of each run: its lowest-numbered end, or for a ring its lowest vertex;
     # an open run's last vertex is its other end (the next in this order).
@@ -295,9 +297,10 @@ def _path_orders(g: _Vertices) -> tuple[list[np.ndarray], list[bool]]:
     walk = depth_first_order(graph, int(starts[0]), directed=False, return_predecessors=False)
     is_start = np.zeros(n, dtype=bool)
     is_start[starts] = True
-    runs = np.split(walk, np.flatnonzero(is_start[walk])[1:])
-    ring_start = set(starts[rings].tolist())
-    return runs, [int(r[0]) in ring_start for r in runs]
+    first = np.flatnonzero(is_start[walk])
+    is_ring = np.zeros(n, dtype=bool)
+    is_ring[starts[rings]] = True
+    return walk, first, is_ring[walk[first]]
 
 
 def _node_neighbours(g: _Vertices) -> np.ndarray:
@@ -315,40 +318,110 @@ def _node_neighbours(g: _Vertices) -> np.ndarray:
     return nb
 
 
-def _piece(g: _Vertices, verts: list[int], sample_at: np.ndarray, ring: bool = False) -> Piece:
-    """A piece through ``verts``: its ends placed at their node points."""
-    coords = g.xy[verts].copy()
-    coords[0], coords[-1] = g.point[verts[0]], g.point[verts[-1]]
-    s = g.samples[sample_at]
-    a, b = verts[0], verts[-1]
-    ready = (int(g.ready[a]), int(g.ready[b]))
-    radius = (float(g.radius[a]), float(g.radius[b]))
-    return Piece(coords, bool(g.cut[a]), bool(g.cut[b]), s[~np.isnan(s)], ring, ready, radius)
+@dataclass
+class Pieces:
+    """A strip's pieces, all in arrays: piece ``k``'s points are ``coords[offsets[k] :
+    offsets[k + 1]]`` and its distance samples ``samples[sample_offsets[k] :
+    sample_offsets[k + 1]]``; the other fields as :class:`Piece`'s, one row per piece."""
+
+    coords: np.ndarray
+    offsets: np.ndarray
+    start_cut: np.ndarray
+    end_cut: np.ndarray
+    ring: np.ndarray
+    ready: np.ndarray  # (n, 2)
+    radius: np.ndarray  # (n, 2)
+    samples: np.ndarray
+    sample_offsets: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.start_cut)
+
+    def piece(self, k: int) -> Piece:
+        """Piece ``k`` as a :class:`Piece`."""
+        o, so = self.offsets, self.sample_offsets
+        return Piece(
+            self.coords[o[k] : o[k + 1]],
+            bool(self.start_cut[k]),
+            bool(self.end_cut[k]),
+            self.samples[so[k] : so[k + 1]],
+            bool(self.ring[k]),
+            (int(self.ready[k, 0]), int(self.ready[k, 1])),
+            (float(self.radius[k, 0]), float(self.radius[k, 1])),
+        )
 
 
-def trace(sk: np.ndarray, dist: Distance, w0: int, row0: int, row1: int) -> list[Piece]:
+def _runs_as_pieces(
+    g: _Vertices, nb: np.ndarray, walk: np.ndarray, first: np.ndarray, ring: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each run's vertices with its end nodes (a ring: its first vertex again), all in one
+    array, and where each piece starts in it; each run's samples (its pixels'), and where
+    each piece's start."""
+    n_runs = len(first)
+    length = np.diff(np.r_[first, len(walk)])
+    pre = (~ring).astype(np.int64)
+    out_len = length + pre + 1
+    start = np.cumsum(out_len) - out_len
+    verts = np.empty(int(out_len.sum()), dtype=np.int64)
+    run_of = np.repeat(np.arange(n_runs), length)
+    verts[np.repeat(start + pre - first, length) + np.arange(len(walk))] = walk
+    head = walk[first]
+    tail = walk[first + length - 1]
+    openr = ~ring
+    verts[start[openr]] = nb[head[openr], 0]
+    suffix = np.where(ring, head, np.where(length == 1, nb[head, 1], nb[tail, 0]))
+    verts[start + pre + length] = suffix
+    s = g.samples[walk]
+    keep = ~np.isnan(s)
+    counts = np.bincount(run_of[keep], minlength=n_runs)
+    return verts, start, s[keep], counts
+
+
+def _links_as_pieces(g: _Vertices) -> tuple[np.ndarray, np.ndarray]:
+    """Links between two nodes (an end next to a junction, two junctions), except inside one
+    junction, as two-point pieces: their (a, b) vertices, and their samples: those of their
+    ends that are not junction pixels, else of both ends (NaN dropped), as (value, piece)."""
+    nn = ~g.chain[g.u] & ~g.chain[g.v]
+    a, b = g.u[nn], g.v[nn]
+    inside = (g.jlabel[a] >= 0) & (g.jlabel[a] == g.jlabel[b])
+    a, b = a[~inside], b[~inside]
+    sa, sb = g.samples[a], g.samples[b]
+    own_a = (g.jlabel[a] < 0) & ~np.isnan(sa)
+    own_b = (g.jlabel[b] < 0) & ~np.isnan(sb)
+    none = ~own_a & ~own_b
+    take_a = own_a | (none & ~np.isnan(sa))
+    take_b = own_b | (none & ~np.isnan(sb))
+    values = np.column_stack([sa, sb])[np.column_stack([take_a, take_b])]
+    piece = np.repeat(np.arange(len(a)), take_a.astype(np.int64) + take_b)
+    return np.column_stack([a, b]), np.column_stack([values, piece]) if len(a) else np.zeros((0, 2))
+
+
+def trace(sk: np.ndarray, dist: Distance, w0: int, row0: int, row1: int) -> Pieces:
     """The pieces of the skeleton's core rows [row0, row1), from the skeleton ``sk`` of a
     window starting at map row ``w0`` and the distance to the stroke's edge there (``dist``).
     The window must reach past the core by the widest junction (the halo does)."""
     g = _vertices(sk, dist, w0, row0, row1)
-    pieces = []
     nb = _node_neighbours(g)
-    runs, rings = _path_orders(g)
-    for run, ring in zip(runs, rings, strict=True):
-        if ring:
-            verts = [*run.tolist(), int(run[0])]
-        elif len(run) == 1:
-            verts = [int(nb[run[0], 0]), int(run[0]), int(nb[run[0], 1])]
-        else:
-            verts = [int(nb[run[0], 0]), *run.tolist(), int(nb[run[-1], 0])]
-        pieces.append(_piece(g, verts, run, ring))
-    # Links between two nodes (an end next to a junction, two junctions): two-point pieces,
-    # except inside one junction.
-    nn = ~g.chain[g.u] & ~g.chain[g.v]
-    for a, b in zip(g.u[nn].tolist(), g.v[nn].tolist(), strict=True):
-        if g.jlabel[a] >= 0 and g.jlabel[a] == g.jlabel[b]:
-            continue
-        ends = np.array([a, b])
-        own = ends[(g.jlabel[ends] < 0) & ~np.isnan(g.samples[ends])]
-        pieces.append(_piece(g, [a, b], own if len(own) else ends))
-    return pieces
+    walk, first, ring = _path_orders(g)
+    verts, start, run_samples, run_counts = _runs_as_pieces(g, nb, walk, first, ring)
+    pairs, link_samples = _links_as_pieces(g)
+    n_links = len(pairs)
+    verts = np.concatenate([verts, pairs.ravel()])
+    offsets = np.concatenate([start, len(verts) - 2 * n_links + 2 * np.arange(n_links + 1)])
+    coords = g.xy[verts]
+    head, tail = verts[offsets[:-1]], verts[offsets[1:] - 1]
+    coords[offsets[:-1]] = g.point[head]
+    coords[offsets[1:] - 1] = g.point[tail]
+    link_counts = np.bincount(link_samples[:, 1].astype(np.int64), minlength=n_links)
+    counts = np.concatenate([run_counts, link_counts])
+    return Pieces(
+        coords=coords,
+        offsets=offsets,
+        start_cut=g.cut[head],
+        end_cut=g.cut[tail],
+        ring=np.concatenate([ring, np.zeros(n_links, dtype=bool)]),
+        ready=np.column_stack([g.ready[head], g.ready[tail]]).astype(np.int64),
+        radius=np.column_stack([g.radius[head], g.radius[tail]]).astype(np.float64),
+        samples=np.concatenate([run_samples, link_samples[:, 0]]),
+        sample_offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+    )

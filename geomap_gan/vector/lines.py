@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import shapely
@@ -31,7 +32,7 @@ from affine import Affine
 from skimage.morphology import skeletonize
 
 from geomap_gan.vector.features import Batch, to_world
-from geomap_gan.vector.graph import Distance, Piece
+from geomap_gan.vector.graph import Distance, Piece, Pieces
 
 HALO = 64
 """Rows of context above and below a strip for the skeleton and the distances: both match the
@@ -187,11 +188,34 @@ def _cut_keys(p: Piece) -> list[Key]:
     return [tuple(p.coords[i]) for i, c in ((0, p.start_cut), (-1, p.end_cut)) if c]
 
 
+DEGREE, PENDING, REMOVED, READY, RADIUS = range(5)
+"""A node's record: edges at it, those not yet pruned or kept, those pruned as spurs, the map row
+the strips must reach before all its edges are traced, a junction's distance to the edge."""
+
+
+def _open_reversed(coords: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Which open lines :func:`canonical` turns round (their last end before their first, by
+    x then y, then the points next to them), all at once."""
+    f0, f1 = coords[offsets[:-1]], coords[offsets[:-1] + 1]
+    l0, l1 = coords[offsets[1:] - 1], coords[offsets[1:] - 2]
+    earlier = np.zeros(len(f0), dtype=bool)
+    tie = np.ones(len(f0), dtype=bool)
+    for a, b in ((l0[:, 0], f0[:, 0]), (l0[:, 1], f0[:, 1]), (l1[:, 0], f1[:, 0]),
+                 (l1[:, 1], f1[:, 1])):  # fmt: skip
+        earlier |= tie & (a < b)
+        tie &= a == b
+    return earlier
+
+
 class LineAssembler:
     """Centre lines of one line class, fed strip by strip, emitted as final batches.
 
     ``tolerance``: simplification in pixels; ``min_length`` in metres. ``transform`` places
     pixel coordinates in the CRS, ``scale`` turns CRS units into metres (x, y).
+
+    Pieces with no end on a cut (most of them) are taken in bulk, as arrays; those that end on
+    a cut are joined one by one (a few per strip: the lines crossing its borders). Nodes are
+    records in a dict by their point, dropped once settled.
     """
 
     def __init__(
@@ -214,11 +238,7 @@ class LineAssembler:
         self.min_length = min_length
         self.tolerance = tolerance
         self.open: dict[Key, Piece] = {}  # pieces waiting at the bottom cut, by cut node
-        self.degree: dict[Key, int] = defaultdict(int)  # edges at a node
-        self.pending: dict[Key, int] = defaultdict(int)  # ... not yet pruned or kept
-        self.removed: dict[Key, int] = defaultdict(int)  # ... pruned as spurs
-        self.ready: dict[Key, int] = defaultdict(int)  # all traced once strips reach this row
-        self.radius: dict[Key, float] = defaultdict(float)  # a junction's distance to the edge
+        self.nodes: dict[Key, list[Any]] = {}  # DEGREE, PENDING, REMOVED, READY, RADIUS
         self.done_row: float = 0
         self.complete: list[Edge] = []  # complete edges not yet pruned or kept
         self.kept: dict[int, Edge] = {}
@@ -226,35 +246,46 @@ class LineAssembler:
         self.next_id = 0
         self.out: list[tuple[np.ndarray, float, np.ndarray]] = []
 
-    def add(self, pieces: list[Piece], row0: int, row1: int) -> list[Batch]:
+    def add(self, pieces: Pieces, row0: int, row1: int) -> list[Batch]:
         """Take the pieces of core rows [row0, row1); return the lines now final."""
-        for p in pieces:
-            for i, c in ((0, p.start_cut), (-1, p.end_cut)):
-                if not c and not p.ring:
-                    self._node(tuple(p.coords[i]), p.ready[i], p.radius[i])
+        o = pieces.offsets
+        for i, cut, at in ((0, pieces.start_cut, o[:-1]), (1, pieces.end_cut, o[1:] - 1)):
+            reg = ~cut & ~pieces.ring
+            ends = pieces.coords[at[reg]].tolist()
+            for (x, y), ready, radius in zip(ends, pieces.ready[reg, i].tolist(),
+                                             pieces.radius[reg, i].tolist(), strict=True):  # fmt: skip
+                self._node((x, y), ready, radius)
         waiting = list({id(p): p for p in self.open.values()}.values())
         self.open = {}
         keep = row1 if row1 < self.height else None
         self.done_row = row1 if row1 < self.height else float("inf")
+        on_cut = pieces.start_cut | pieces.end_cut
         done = []
-        for p in join_at_row(waiting + pieces, row0):
+        slow = [pieces.piece(k) for k in np.flatnonzero(on_cut).tolist()]
+        for p in join_at_row(waiting + slow, row0):
             p = self._free_cut_ends(p, keep)
             keys = _cut_keys(p)
             for k in keys:
                 self.open[k] = p
             if not keys:
                 done.append(p)
-        self._complete(done)
+        self._complete(pieces, ~on_cut, done)
         self._prune()
         self._emit_ready()
         return self._flush()
 
     def _node(self, key: Key, ready: int = 0, radius: float = 0.0) -> None:
         """One more edge end at node ``key``, all traced once the strips reach row ``ready``."""
-        self.degree[key] += 1
-        self.pending[key] += 1
-        self.ready[key] = max(self.ready[key], ready)
-        self.radius[key] = max(self.radius[key], radius)
+        rec = self.nodes.get(key)
+        if rec is None:
+            self.nodes[key] = [1, 1, 0, ready, radius]
+            return
+        rec[DEGREE] += 1
+        rec[PENDING] += 1
+        if ready > rec[READY]:
+            rec[READY] = ready
+        if radius > rec[RADIUS]:
+            rec[RADIUS] = radius
 
     def _free_cut_ends(self, p: Piece, keep_row: float | None) -> Piece:
         """``p`` with its cut ends that are not on row ``keep_row`` made free ends."""
@@ -266,44 +297,70 @@ class LineAssembler:
             ends.append(c)
         return Piece(p.coords, ends[0], ends[1], p.samples, p.ring, p.ready, p.radius)
 
-    def _complete(self, pieces: list[Piece]) -> None:
-        """Raw edges (node to node) and rings that are complete: simplify and measure them all
-        at once; rings (no node to prune at) go out as they are, long enough."""
-        if not pieces:
+    def _complete(self, pieces: Pieces, fast: np.ndarray, done: list[Piece]) -> None:
+        """Raw edges (node to node) and rings that are complete: the pieces ``fast`` of this
+        strip and the joined pieces ``done``. Put in one orientation, simplified and measured
+        all at once; rings (no node to prune at) go out as they are, long enough."""
+        o, so = pieces.offsets, pieces.sample_offsets
+        idx = np.flatnonzero(fast)
+        sizes = (o[1:] - o[:-1])[idx]
+        take = np.repeat(o[:-1][idx] - (np.cumsum(sizes) - sizes), sizes)
+        coords = [pieces.coords[take + np.arange(int(sizes.sum()))]]
+        ring = [pieces.ring[idx]]
+        samples = [pieces.samples[a:b] for a, b in zip(so[idx].tolist(), so[idx + 1].tolist(),
+                                                        strict=True)]  # fmt: skip
+        for p in done:
+            coords.append(p.coords)
+            sizes = np.r_[sizes, len(p.coords)]
+            ring.append(np.array([p.ring]))
+            samples.append(p.samples)
+        if not len(sizes):
             return
-        coords = [canonical(p.coords, p.ring) for p in pieces]
-        lines = shapely.linestrings(
-            np.concatenate(coords),
-            indices=np.repeat(np.arange(len(coords)), [len(c) for c in coords]),
-        )
+        xy, is_ring = np.concatenate(coords), np.concatenate(ring)
+        offsets = np.r_[0, np.cumsum(sizes)]
+        line_of = np.repeat(np.arange(len(sizes)), sizes)
+        order = np.arange(len(xy))
+        flip = _open_reversed(xy, offsets) & ~is_ring
+        if flip.any():
+            mirror = (offsets[:-1] + offsets[1:] - 1)[line_of]  # first + last index of a line
+            turned = flip[line_of]
+            order[turned] = mirror[turned] - order[turned]
+        xy = xy[order]
+        for k in np.flatnonzero(is_ring).tolist():  # rings: their own canonical form
+            xy[offsets[k] : offsets[k + 1]] = canonical(xy[offsets[k] : offsets[k + 1]], True)
+        lines = shapely.linestrings(xy, indices=line_of)
         if self.tolerance > 0:
             lines = shapely.simplify(lines, self.tolerance)
-        length = shapely.length(to_world(lines, self.metric))
-        xy, index = shapely.get_coordinates(lines, return_index=True)
-        parts = np.split(xy, np.flatnonzero(np.diff(index)) + 1)
-        for p, c, n in zip(pieces, parts, length.tolist(), strict=True):
-            if p.ring:
-                if n >= self.min_length:
-                    self.out.append((c, n, p.samples))
+        length = shapely.length(to_world(lines, self.metric)).tolist()
+        pts, index = shapely.get_coordinates(lines, return_index=True)
+        bounds = np.r_[0, np.cumsum(np.bincount(index, minlength=len(sizes)))].tolist()
+        for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+            c = pts[a:b]
+            if is_ring[k]:
+                if length[k] >= self.min_length:
+                    self.out.append((c, length[k], samples[k]))
             else:
-                self.complete.append(Edge(c, tuple(c[0]), tuple(c[-1]), n, p.samples))
+                first, last = c[0].tolist(), c[-1].tolist()
+                key_a, key_b = (first[0], first[1]), (last[0], last[1])
+                self.complete.append(Edge(c, key_a, key_b, length[k], samples[k]))
 
     def _prune(self) -> None:
         """Decide every complete edge whose nodes have all their edges traced: a spur (a free
         end, reaching less than ``min_length`` beyond the stroke it leaves: thinning makes one
         from every bump on a stroke's side) is dropped, any other edge kept."""
         waiting = []
+        nodes, done_row = self.nodes, self.done_row
         for e in self.complete:
-            if self.ready[e.a] > self.done_row or self.ready[e.b] > self.done_row:
+            na, nb = nodes[e.a], nodes[e.b]
+            if na[READY] > done_row or nb[READY] > done_row:
                 waiting.append(e)
                 continue
-            self.pending[e.a] -= 1
-            self.pending[e.b] -= 1
-            free = self.degree[e.a] == 1 or self.degree[e.b] == 1
-            beyond = e.length - max(self.radius[e.a], self.radius[e.b])
-            if free and beyond < self.min_length:
-                self.removed[e.a] += 1
-                self.removed[e.b] += 1
+            na[PENDING] -= 1
+            nb[PENDING] -= 1
+            free = na[DEGREE] == 1 or nb[DEGREE] == 1
+            if free and e.length - max(na[RADIUS], nb[RADIUS]) < self.min_length:
+                na[REMOVED] += 1
+                nb[REMOVED] += 1
                 self._forget(e.a)
                 self._forget(e.b)
                 continue
@@ -316,27 +373,23 @@ class LineAssembler:
     def _forget(self, key: Key) -> None:
         """Drop the records of a node that no edge will come to or leave from any more."""
         if not self.at.get(key) and self._settled(key):
-            for table in (
-                self.at,
-                self.degree,
-                self.pending,
-                self.removed,
-                self.ready,
-                self.radius,
-            ):
-                table.pop(key, None)
+            self.at.pop(key, None)
+            self.nodes.pop(key, None)
 
     def _settled(self, key: Key) -> bool:
         """All edges at ``key`` are traced and pruned or kept."""
-        return self.pending[key] == 0 and self.ready[key] <= self.done_row
+        rec = self.nodes[key]
+        return rec[PENDING] == 0 and rec[READY] <= self.done_row
 
     def _through(self, key: Key) -> bool:
         """Whether lines pass through ``key`` (two edges left after pruning): merged there."""
-        return self.degree[key] - self.removed[key] == 2
+        rec = self.nodes[key]
+        return rec[DEGREE] - rec[REMOVED] == 2
 
     def _free(self, key: Key) -> bool:
         """A line's end at ``key`` is free: no other line continues there."""
-        return self.degree[key] - self.removed[key] <= 1
+        rec = self.nodes[key]
+        return rec[DEGREE] - rec[REMOVED] <= 1
 
     def _walk(self, eid: int, node: Key) -> tuple[list[tuple[int, bool]], Key, bool] | None:
         """Follow edges from edge ``eid`` out of ``node`` through two-edge nodes: the edges met
@@ -362,10 +415,17 @@ class LineAssembler:
 
     def _emit_ready(self) -> None:
         """Merge and emit every line whose nodes are all settled."""
+        nodes, done_row = self.nodes, self.done_row
         for eid in list(self.kept):
-            if eid not in self.kept:
+            edge = self.kept.get(eid)
+            if edge is None:
                 continue
-            edge = self.kept[eid]
+            ra, rb = nodes[edge.a], nodes[edge.b]
+            if ra[PENDING] or rb[PENDING] or ra[READY] > done_row or rb[READY] > done_row:
+                continue  # an end not settled: the walks below would stop there
+            if ra[DEGREE] - ra[REMOVED] != 2 and rb[DEGREE] - rb[REMOVED] != 2:
+                self._emit_one(eid, edge)  # no line continues through either end
+                continue
             fwd = self._walk(eid, edge.b)
             if fwd is None:
                 continue
@@ -375,6 +435,16 @@ class LineAssembler:
                 continue
             parts = [(i, not r) for i, r in reversed(back[0])] + [(eid, False)] + fwd[0]
             self._emit(parts, ring, back[1], fwd[1])
+
+    def _emit_one(self, eid: int, edge: Edge) -> None:
+        """:meth:`_emit` of one edge between two nodes that no line passes through."""
+        del self.kept[eid]
+        stub = self._free(edge.a) and self._free(edge.b) and edge.length < self.min_length
+        for k in (edge.a, edge.b):
+            self.at[k].remove(eid)
+            self._forget(k)
+        if not stub:
+            self.out.append((edge.coords, edge.length, edge.samples))
 
     def _emit(self, parts: list[tuple[int, bool]], ring: bool, a: Key, b: Key) -> None:
         """Merge the edges ``parts`` (id, reversed) into one line from node ``a`` to ``b``,
