@@ -71,7 +71,8 @@ from geomap_gan.mosaic import (  # noqa: F401 (re-exported)
 if TYPE_CHECKING:
     from distributed import Client, Future
 
-    from geomap_gan.rendering.engine import RenderOptions, RenderPlan
+    from geomap_gan.rendering.engine import RenderPlan
+    from geomap_gan.rendering.options import RenderOptions
     from geomap_gan.vector.options import VectorizeOptions
 
 log = logging.getLogger(__name__)
@@ -225,7 +226,7 @@ def render_many(
     ``vectors``: also vectorize each map, in its scene's task, into ``OUT_DIR/<scene>.gpkg``
     (:func:`geomap_gan.cluster.vector_path`), checked before any work like the maps.
     """
-    from geomap_gan.rendering.engine import RenderOptions
+    from geomap_gan.rendering.options import RenderOptions
 
     require_dask()
     options = options or RenderOptions()
@@ -379,7 +380,7 @@ def render_strips(
     an existing such folder is replaced only with ``overwrite`` and only if this tool made it.
     ``progress``, ``watch`` and ``on_client`` as in :func:`render_many`, counting strips.
     """
-    from geomap_gan.rendering.engine import RenderOptions
+    from geomap_gan.rendering.options import RenderOptions
 
     require_dask()
     options = options or RenderOptions()

@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from geomap_gan import files
 from geomap_gan.archive import _unsafe_name, extract_tar
@@ -207,7 +208,7 @@ def _content_range(value: str | None) -> tuple[int | None, int | None]:
     return (int(m.group(1)) if m.group(1) else None), int(m.group(2))
 
 
-def _open(url: str, offset: int, meta: Mapping[str, str], timeout: float):
+def _open(url: str, offset: int, meta: Mapping[str, str], timeout: float) -> Any:
     headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}
     if offset:
         headers["Range"] = f"bytes={offset}-"

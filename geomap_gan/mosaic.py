@@ -24,6 +24,7 @@ from geomap_gan.rendering.grid import Grid
 
 if TYPE_CHECKING:
     from geomap_gan.rendering.options import RenderOptions
+    from geomap_gan.rendering.output import BlockRowWriter
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,9 @@ def build_mosaic(
     return vrt, tuple(str(p) for p in other)
 
 
-def _source_lines(infos: list, vrt: Path, band: int, origin: tuple[float, float, float, float]):
+def _source_lines(
+    infos: list, vrt: Path, band: int, origin: tuple[float, float, float, float]
+) -> list[str]:
     """The ``<ComplexSource>`` elements of one VRT band."""
     left, top, rx, ry = origin
     lines = []
@@ -174,7 +177,9 @@ def publish_strips(work: Path, folder: Path, vrt: Path, overwrite: bool) -> None
         files.remove_made_dir(old)
 
 
-def _copy_strip(path: Path, rows: tuple[int, int], grid: Grid, writer, alpha: bool) -> None:
+def _copy_strip(
+    path: Path, rows: tuple[int, int], grid: Grid, writer: BlockRowWriter, alpha: bool
+) -> None:
     """Feed one strip file (output rows ``rows``) to the block-row writer."""
     import numpy as np
     import rasterio

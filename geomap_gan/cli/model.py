@@ -53,7 +53,8 @@ def compile_command(
     Example:
       geomap-gan compile && geomap-gan render big_scene.tif map.tif
     """
-    from geomap_gan.rendering.engine import RenderOptions, prepare_compiled
+    from geomap_gan.rendering.engine import prepare_compiled
+    from geomap_gan.rendering.options import RenderOptions
 
     options = RenderOptions(
         overlap=overlap, window=window, batch_size=batch_size, amp=amp, device="cpu"

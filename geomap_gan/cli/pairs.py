@@ -141,7 +141,7 @@ def pairs(
             seed=seed,
             widths=dict(parse_width(w) for w in widths),
             bands=parse_numbers(bands, "--bands", int, 3),
-            scale=parse_numbers(scale, "--scale", float, 2),  # type: ignore[arg-type]
+            scale=parse_numbers(scale, "--scale", float, 2),
             overwrite=overwrite,
         )
         with _Bar("pairs", "pair", quiet or events is not None) as bar:

@@ -80,8 +80,8 @@ def render(
 
     from geomap_gan.device import configure_process, resolve_device
     from geomap_gan.model.modelfile import load_model
-    from geomap_gan.rendering.engine import RenderOptions
     from geomap_gan.rendering.engine import render as run_render
+    from geomap_gan.rendering.options import RenderOptions
 
     events = JsonEvents() if progress_mode == "json" else None
     with events or contextlib.nullcontext():

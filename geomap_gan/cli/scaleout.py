@@ -24,7 +24,7 @@ log = logging.getLogger("geomap_gan")
 def _dask_hooks(quiet: bool) -> dict[str, Any]:
     """``on_client``: print the worker count and dashboard link once connected; ``watch``:
     Dask's own progress bar (drawn on stderr so stdout stays clean for --json). None when quiet."""
-    from geomap_gan.distributed import require_dask
+    from geomap_gan.cluster import require_dask
 
     require_dask()
     import distributed  # noqa: F401  (sets Dask's own log levels on import; quieten them next)
@@ -35,7 +35,7 @@ def _dask_hooks(quiet: bool) -> dict[str, Any]:
         return {}
 
     def on_client(client: Any) -> None:
-        from geomap_gan.distributed import dashboard_link, has_bokeh
+        from geomap_gan.cluster import dashboard_link, has_bokeh
 
         workers = len(client.scheduler_info(n_workers=-1)["workers"])
         link = dashboard_link(client) or "none"
@@ -135,7 +135,7 @@ def render_many(
     """
     from geomap_gan.cli.vectorize import vector_options_for
     from geomap_gan.distributed import render_many as run_many
-    from geomap_gan.rendering.engine import RenderOptions
+    from geomap_gan.rendering.options import RenderOptions
 
     options = RenderOptions(
         bands=parse_numbers(bands, "--bands", int, 3),

@@ -43,7 +43,7 @@ class BlurDownConv(nn.Conv2d):
         x = F.conv2d(
             F.pad(x, (1, 1, 1, 1), mode="reflect"),
             self.blur.to(x.dtype),
-            groups=x.shape[1],  # type: ignore[operator]
+            groups=x.shape[1],
         )
         return super().forward(x)
 

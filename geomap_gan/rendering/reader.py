@@ -139,7 +139,7 @@ def percentile_stretch(
         percentiles[1],
         ", ".join(f"{lo:.4g}..{hi:.4g}" for lo, hi in zip(low, high, strict=True)),
     )
-    return Stretch(tuple(low.tolist()), tuple(high.tolist()))  # type: ignore[arg-type]
+    return Stretch(tuple(low.tolist()), tuple(high.tolist()))
 
 
 class _RowCache:

@@ -109,7 +109,7 @@ def select_bands(ds: DatasetReader, requested: Sequence[int] | None) -> tuple[in
             raise InputError(
                 f"band {bad[0]} is out of range: {ds.name} has bands 1 to {ds.count}; fix --bands"
             )
-        return bands  # type: ignore[return-value]
+        return bands
     interp = list(ds.colorinterp)
     if all(c in interp for c in RGB):
         return tuple(interp.index(c) + 1 for c in RGB)  # type: ignore[return-value]

@@ -64,7 +64,7 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
 
 def _numpy_rng_state() -> tuple[torch.Tensor, int]:
     """numpy's global MT19937 state as tensors (loadable with weights_only=True)."""
-    _, keys, pos, _, _ = np.random.get_state()  # type: ignore[misc]
+    _, keys, pos, _, _ = np.random.get_state()
     return torch.from_numpy(keys.astype(np.int64)), int(pos)  # type: ignore[attr-defined]
 
 
@@ -453,14 +453,21 @@ class Trainer(Pix2PixTask):
                 self.save_samples()
             self._log_epoch(row)
             log.info(
-                "epoch %d: %s", self.epoch, {k: round(v, 4) for k, v in row.items() if v != ""}
+                "epoch %d: %s",
+                self.epoch,
+                {k: round(v, 4) for k, v in row.items() if not isinstance(v, str)},
             )
             if cfg.save_every and self.epoch % cfg.save_every == 0:
                 self.save_checkpoint()
         return self.last_metrics
 
 
-def train(cfg: TrainConfig, resume: bool = False, command: str = "", progress=None) -> Path:
+def train(
+    cfg: TrainConfig,
+    resume: bool = False,
+    command: str = "",
+    progress: Callable[[dict[str, float]], None] | None = None,
+) -> Path:
     """Set up this process (:func:`place_process`), train per ``cfg`` and return the exported
     model file's path: for a script that owns its process."""
     trainer = Trainer(cfg, place_process(cfg), progress=progress, command=command)

@@ -199,7 +199,7 @@ def _open_info(path: str, what: str, layer: str | None = None) -> dict[str, Any]
     if not p.exists():
         raise InputError(f"{what} {path} does not exist")
     try:
-        return pyogrio.read_info(str(p), layer=layer, force_total_bounds=True)  # type: ignore[no-any-return]
+        return pyogrio.read_info(str(p), layer=layer, force_total_bounds=True)
     except Exception as exc:
         from geomap_gan.rendering.scene import one_line
 
@@ -259,7 +259,7 @@ def _to_grid_pixels(geoms: np.ndarray, src: CRS, grid: Grid) -> np.ndarray:
 
     out = shapely.transform(geoms, move)
     bad = ~np.isfinite(shapely.bounds(out)).all(axis=1) & ~shapely.is_empty(out)
-    return out[~bad]  # type: ignore[no-any-return]
+    return out[~bad]
 
 
 def _scene_bbox_in(src: CRS, grid: Grid) -> tuple[float, float, float, float] | None:
@@ -273,7 +273,7 @@ def _scene_bbox_in(src: CRS, grid: Grid) -> tuple[float, float, float, float] | 
         out = transform_bounds(grid.crs, src, min(xs), min(ys), max(xs), max(ys), densify_pts=21)
     except Exception:
         return None
-    return out if all(math.isfinite(v) for v in out) else None  # type: ignore[return-value]
+    return out if all(math.isfinite(v) for v in out) else None
 
 
 def _matches(field_data: Mapping[str, np.ndarray], filters: Sequence[tuple[str, str]], n: int
@@ -486,7 +486,7 @@ class MapRaster:
         from geomap_gan.rendering.grid import ground_scale
 
         kx, _ = ground_scale(ds.crs, ds.transform, ds.width, ds.height)
-        gx, _ = ground_scale(grid.crs, grid.transform, grid.width, grid.height)  # type: ignore[arg-type]
+        gx, _ = ground_scale(grid.crs, grid.transform, grid.width, grid.height)
         return abs(ds.transform.a) * kx < abs(grid.transform.a) * gx
 
     def valid(self, x: int, y: int, size: int) -> bool:
@@ -694,10 +694,11 @@ def make_pairs(
 
     from geomap_gan.model.modelfile import load_model
     from geomap_gan.rendering import scene
-    from geomap_gan.rendering.engine import _plan, lattice_phase
+    from geomap_gan.rendering.engine import _plan
     from geomap_gan.rendering.options import RenderOptions
     from geomap_gan.rendering.reader import RegionReader
     from geomap_gan.rendering.resample import render_source
+    from geomap_gan.rendering.windows import lattice_phase
 
     start = time.perf_counter()
     options = options or PairsOptions()
