@@ -1,7 +1,7 @@
 """1:1 crops for the README: for each real scene in ../shared/data/geotiff, a full-resolution crop
 (no downscaling) of the input resampled to the map grid | the map of model A | the map of model B.
 
-    python scripts/readme_crops.py OLD.safetensors NEW.safetensors docs/crops
+    python scripts/readme_crops.py OLD.safetensors NEW.safetensors docs/crops [--scene NAME --at FX,FY]
 
 Each scene is rendered with ``render`` at the default settings (scenes render refuses as too
 coarse are rendered at their own GSD, as its message advises); the crop is ``--size`` px of the
@@ -55,11 +55,14 @@ def main() -> None:
     ap.add_argument("new")
     ap.add_argument("out_dir", type=Path)
     ap.add_argument("--size", type=int, default=360, help="crop side, map pixels")
+    ap.add_argument("--scene", default="*", help="only scenes matching this glob (file name)")
+    ap.add_argument("--at", default=None, help="FX,FY: crop centre as fractions of the map")
     args = ap.parse_args()
+    at = tuple(float(v) for v in args.at.split(",")) if args.at else None
     models = [load_model(args.old), load_model(args.new)]
     args.out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        for src in sorted(DATA.glob("*.tif")):
+        for src in sorted(DATA.glob(f"{args.scene}.tif")):
             maps = [render_map(src, Path(tmp) / f"{i}.tif", m) for i, m in enumerate(models)]
             with rasterio.open(maps[1]) as like:
                 with rasterio.open(src) as s:
@@ -70,7 +73,7 @@ def main() -> None:
                                                          width=like.width, height=like.height) as v:  # fmt: skip
                     panels.append(v.read([1, 2, 3]).transpose(1, 2, 0))
             h, w = panels[0].shape[:2]
-            fx, fy = CROPS.get(src.name, (0.5, 0.5))
+            fx, fy = at or CROPS.get(src.name, (0.5, 0.5))
             size = min(args.size, h, w)
             y0 = int(np.clip(fy * h - size / 2, 0, h - size))
             x0 = int(np.clip(fx * w - size / 2, 0, w - size))
