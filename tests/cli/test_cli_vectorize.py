@@ -328,3 +328,23 @@ def test_render_many_vectors_beside_each_map_and_resume(
     (out / "b.tif").unlink()
     line = refused([*base], out)
     assert "b.gpkg exists; pass --overwrite" in line
+
+
+def test_render_strips_vectors_after_the_assembled_map(
+    scheduler: str, tiny_model_file: Path, tmp_path: Path
+) -> None:
+    from geomap_gan.vector import vectorize
+
+    rng = np.random.default_rng(1)
+    scene = write_map(tmp_path / "s.tif", rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    out = tmp_path / "out"
+    out.mkdir()
+    args = ["render", scene, out / "m.tif", "--model", tiny_model_file, "--overlap", "8",
+            "--scheduler", scheduler, "--strips", "2", "--vectors", out / "m.gpkg"]  # fmt: skip
+    result = invoke(*args, "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["vectors"]["path"] == str(out / "m.gpkg")
+    again = vectorize(out / "m.tif", tmp_path / "again.gpkg")
+    assert again.features == data["vectors"]["features"]
+    assert "exists; pass --overwrite" in refused(args, out)  # checked before any strip
