@@ -104,7 +104,7 @@ def plan(
     checking them (InputError, DatasetError or ModelFileError, before anything is written)."""
     from geomap_gan.model.modelfile import default_model_path, load_model
     from geomap_gan.training.data import list_pairs
-    from geomap_gan.training.pairs import read_manifest
+    from geomap_gan.training.manifest import read_manifest
 
     options = options or FinetuneOptions()
     pairs_dir = Path(pairs_dir)

@@ -18,14 +18,9 @@ from geomap_gan.cli import cli
 from geomap_gan.errors import InputError, OutputError, OutputExistsError, RenderCancelled
 from geomap_gan.legend import BACKGROUND, COLOURS, class_masks
 from geomap_gan.training.draw import STROKE_PX, default_widths, measure_stroke_widths
-from geomap_gan.training.pairs import (
-    LayerSpec,
-    PairsOptions,
-    candidate_origins,
-    choose_split,
-    make_pairs,
-    split_tiles,
-)
+from geomap_gan.training.layers import LayerSpec
+from geomap_gan.training.pairs import PairsOptions, make_pairs
+from geomap_gan.training.split import candidate_origins, choose_split, split_tiles
 
 GSD = 2.0  # the tiny model's (tests/conftest.py: tile 32, 5 levels, stride 32)
 SIZE = 256
