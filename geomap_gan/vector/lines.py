@@ -309,11 +309,10 @@ class LineAssembler:
         ring = [pieces.ring[idx]]
         samples = [pieces.samples[a:b] for a, b in zip(so[idx].tolist(), so[idx + 1].tolist(),
                                                         strict=True)]  # fmt: skip
-        for p in done:
-            coords.append(p.coords)
-            sizes = np.r_[sizes, len(p.coords)]
-            ring.append(np.array([p.ring]))
-            samples.append(p.samples)
+        coords += [p.coords for p in done]
+        sizes = np.concatenate([sizes, np.array([len(p.coords) for p in done], dtype=np.int64)])
+        ring.append(np.array([p.ring for p in done], dtype=bool))
+        samples += [p.samples for p in done]
         if not len(sizes):
             return
         xy, is_ring = np.concatenate(coords), np.concatenate(ring)
@@ -333,16 +332,19 @@ class LineAssembler:
             lines = shapely.simplify(lines, self.tolerance)
         length = shapely.length(to_world(lines, self.metric)).tolist()
         pts, index = shapely.get_coordinates(lines, return_index=True)
-        bounds = np.r_[0, np.cumsum(np.bincount(index, minlength=len(sizes)))].tolist()
-        for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
-            c = pts[a:b]
-            if is_ring[k]:
+        ends = np.cumsum(np.bincount(index, minlength=len(sizes)))
+        starts = ends - np.bincount(index, minlength=len(sizes))
+        heads, tails = pts[starts].tolist(), pts[ends - 1].tolist()
+        for k, (a, b, r) in enumerate(zip(starts.tolist(), ends.tolist(), is_ring.tolist(),
+                                          strict=True)):  # fmt: skip
+            if r:
                 if length[k] >= self.min_length:
-                    self.out.append((c, length[k], samples[k]))
+                    self.out.append((pts[a:b], length[k], samples[k]))
             else:
-                first, last = c[0].tolist(), c[-1].tolist()
-                key_a, key_b = (first[0], first[1]), (last[0], last[1])
-                self.complete.append(Edge(c, key_a, key_b, length[k], samples[k]))
+                head, tail = heads[k], tails[k]
+                self.complete.append(
+                    Edge(pts[a:b], (head[0], head[1]), (tail[0], tail[1]), length[k], samples[k])
+                )
 
     def _prune(self) -> None:
         """Decide every complete edge whose nodes have all their edges traced: a spur (a free
