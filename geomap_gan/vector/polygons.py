@@ -42,13 +42,17 @@ def polygonize(mask: np.ndarray, row0: int) -> np.ndarray:
     return regions.polygonize(mask, row0, cuts=True)
 
 
-def canonical(geoms: np.ndarray) -> np.ndarray:
+def canonical(geoms: np.ndarray, collinear: np.ndarray | None = None) -> np.ndarray:
     """One form per polygon, whatever strips made it: a union leaves collinear vertices where
-    pieces met, and ring starts depend on the union; normalize (rings start at their lowest
-    corner, a corner is never collinear), drop collinear vertices (exact on integer
-    coordinates), normalize again."""
+    pieces met (and a strip's pieces have them on its top and bottom lines), and ring starts
+    depend on the union; normalize (rings start at their lowest corner, a corner is never
+    collinear), drop collinear vertices (exact on integer coordinates), normalize again.
+    ``collinear``: which polygons may have collinear vertices (default all); the others are
+    only normalized."""
     geoms = shapely.normalize(geoms)
-    return shapely.normalize(shapely.simplify(geoms, 0.0, preserve_topology=False))
+    todo = slice(None) if collinear is None else collinear
+    geoms[todo] = shapely.normalize(shapely.simplify(geoms[todo], 0.0, preserve_topology=False))
+    return geoms
 
 
 def _one_polygon(geom: object) -> Polygon:
@@ -160,13 +164,15 @@ class PolygonAssembler:
         # through any chain): union-finds over piece ids, one id space.
         self.polys = _Components()
         self.groups = _Components()
-        # Pieces (polygonized strip parts) of polygons not yet emitted: geometry, class, id and
-        # last row (their polygon or its group may still grow into the rows to come).
-        self.live: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] = (
+        # Pieces (polygonized strip parts) of polygons not yet emitted: geometry, class, id,
+        # last row (their polygon or its group may still grow into the rows to come), and
+        # whether they reach their strip's top or bottom line (vertices at every corner there).
+        self.live: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] = (
             np.empty(0, dtype=object),
             np.empty(0, dtype=object),
             np.zeros(0, dtype=np.int64),
             np.zeros(0),
+            np.zeros(0, dtype=bool),
         )
 
     def add(self, masks: dict[str, np.ndarray], row0: int, row1: int) -> list[Batch]:
@@ -183,7 +189,7 @@ class PolygonAssembler:
         if not self.classes:
             return []
         more = row1 < self.height
-        live_g, live_n, live_i, live_y = self.live
+        live_g, live_n, live_i, live_y, live_e = self.live
         new_g, new_n, new_i = [], [], []
         for name in self.classes:
             cut = polygonize(masks[name], row0)
@@ -197,7 +203,8 @@ class PolygonAssembler:
             new_n.append(np.full(len(cut), name, dtype=object))
             new_i.append(ids)
         g, n, i = np.concatenate(new_g), np.concatenate(new_n), np.concatenate(new_i)
-        y = shapely.bounds(g)[:, 3] if len(g) else np.zeros(0)
+        box = shapely.bounds(g) if len(g) else np.zeros((0, 4))
+        y, edged = box[:, 3], (box[:, 1] == row0) | (box[:, 3] == row1)
         if self.reach > 0 and len(g):
             near = live_y >= row0 - self.reach
             cand_g = np.concatenate([g, live_g[near]])
@@ -206,14 +213,15 @@ class PolygonAssembler:
             self.groups.union(i[a], cand_i[b])
         live_g, live_n = np.concatenate([live_g, g]), np.concatenate([live_n, n])
         live_i, live_y = np.concatenate([live_i, i]), np.concatenate([live_y, y])
+        live_e = np.concatenate([live_e, edged])
         sets = self.groups if self.reach > 0 else self.polys
         roots = sets.roots(live_i)
         final = np.ones(len(live_i), dtype=bool)
         if more:
             final = ~np.isin(roots, roots[live_y >= row1 - self.reach])
         keep = ~final
-        self.live = (live_g[keep], live_n[keep], live_i[keep], live_y[keep])
-        return self._emit(live_g[final], live_n[final], live_i[final], roots[final])
+        self.live = (live_g[keep], live_n[keep], live_i[keep], live_y[keep], live_e[keep])
+        return self._emit(live_g[final], live_n[final], live_i[final], roots[final], live_e[final])
 
     def _join(self, above: np.ndarray, above_ids: np.ndarray, top: np.ndarray,
               top_ids: np.ndarray) -> None:  # fmt: skip
@@ -225,7 +233,12 @@ class PolygonAssembler:
         self.groups.union(top_ids[a[share]], above_ids[b[share]])
 
     def _emit(
-        self, pieces: np.ndarray, names: np.ndarray, ids: np.ndarray, labels: np.ndarray
+        self,
+        pieces: np.ndarray,
+        names: np.ndarray,
+        ids: np.ndarray,
+        labels: np.ndarray,
+        edged: np.ndarray,
     ) -> list[Batch]:
         """The final polygons of these pieces (unioned per polygon), labelled by group."""
         if not len(pieces):
@@ -233,21 +246,27 @@ class PolygonAssembler:
         poly = self.polys.roots(ids)
         order = np.argsort(poly, kind="stable")
         poly, pieces, names, labels = poly[order], pieces[order], names[order], labels[order]
+        edged = edged[order]
         first = np.r_[True, poly[1:] != poly[:-1]]
         starts = np.flatnonzero(first)
         ends = np.r_[starts[1:], len(poly)]
         geoms = pieces[starts].copy()
-        for k in np.flatnonzero(ends - starts > 1):
+        joined = ends - starts > 1
+        for k in np.flatnonzero(joined):
             geoms[k] = _one_polygon(shapely.coverage_union_all(pieces[starts[k] : ends[k]]))
-        return self._finish(geoms, names[starts], labels[starts])
+        return self._finish(geoms, names[starts], labels[starts], joined | edged[starts])
 
-    def _finish(self, geoms: np.ndarray, names: np.ndarray, labs: np.ndarray) -> list[Batch]:
-        """Clean, simplify (one coverage per group) and place final polygons."""
+    def _finish(
+        self, geoms: np.ndarray, names: np.ndarray, labs: np.ndarray, collinear: np.ndarray
+    ) -> list[Batch]:
+        """Clean, simplify (one coverage per group) and place final polygons (``collinear``:
+        those that may have collinear vertices, see :func:`canonical`)."""
         cleaned = fill_and_drop(geoms, self.min_area)
         kept = shapely.is_geometry(cleaned) if len(cleaned) else np.zeros(0, dtype=bool)
         if not kept.any():
             return []
-        geoms, names, labs = canonical(cleaned[kept]), names[kept], labs[kept]
+        geoms = canonical(cleaned[kept], collinear[kept])
+        names, labs = names[kept], labs[kept]
         if self.tolerance > 0:
             geoms = self._simplify(geoms, names, labs)
         return self._batches(geoms, names)
@@ -267,8 +286,11 @@ class PolygonAssembler:
     def _batches(self, geoms: np.ndarray, names: np.ndarray) -> list[Batch]:
         """Valid polygons in world coordinates with ``class`` and ``area_m2``, one batch per
         class."""
-        bad = ~shapely.is_valid(geoms)
-        if bad.any():  # the last resort: coverage simplification keeps rings valid as a rule
+        # Traced regions are valid (as GDAL's), and so are their coverage unions and what
+        # dropping collinear vertices or small holes leaves; simplification is checked, and
+        # the last resort is make_valid (coverage simplification keeps rings valid as a rule).
+        bad = ~shapely.is_valid(geoms) if self.tolerance > 0 else np.zeros(len(geoms), bool)
+        if bad.any():
             geoms = geoms.copy()
             geoms[bad] = shapely.make_valid(geoms[bad])
         parts, index = shapely.get_parts(geoms, return_index=True)
