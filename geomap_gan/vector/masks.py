@@ -204,10 +204,22 @@ def read_masks(ds: DatasetReader, info: MapInfo, row0: int, row1: int) -> dict[s
     while r < row1:
         r1 = min((r // step + 1) * step, row1)  # whole blocks of the file where possible
         window = Window(0, r, info.width, r1 - r)
-        data = ds.read((1, 2, 3, 4) if alpha_only else (1, 2, 3), window=window)
-        part = _classes(data[:3], table)
-        if alpha_only:
-            part[data[3] == 0] = 0
+        alpha = None
+        if table is not None:  # read straight into R, G, B, 0 per pixel: one lookup each
+            packed = np.zeros((r1 - r, info.width, 4), dtype=np.uint8)
+            bands = (1, 2, 3, 4) if alpha_only else (1, 2, 3)
+            ds.read(bands, window=window, out=np.moveaxis(packed, -1, 0)[: len(bands)])
+            if alpha_only:
+                alpha = packed[..., 3] == 0
+                packed[..., 3] = 0
+            part = table[packed.view("<u4")[..., 0]]
+            del packed
+        else:
+            data = ds.read((1, 2, 3, 4) if alpha_only else (1, 2, 3), window=window)
+            part = _classes(data[:3], None)
+            alpha = data[3] == 0 if alpha_only else None
+        if alpha is not None:
+            part[alpha] = 0
         elif not all_valid:
             valid = ds.dataset_mask(window=window) > 0  # GDAL's rules: nodata, alpha, mask band
             if info.has_alpha:

@@ -105,3 +105,38 @@ def test_components_union_and_roots() -> None:
     roots = c.roots(ids)
     assert len({roots[0], roots[2], roots[4], roots[4999]}) == 1
     assert len(set(roots.tolist())) == 5000 - 3
+
+
+@pytest.mark.parametrize("kind", ["rgb", "rgba", "nodata"])
+def test_the_colour_table_path_reads_masks_as_the_rules_path(tmp_path, monkeypatch, kind) -> None:
+    """Large maps are read straight into R, G, B, 0 pixels and classified by the table (alpha
+    and nodata honoured); forced on a small map, it gives the rules path's layers."""
+    from vector_maps import canvas, paint, read_layer, write_map
+
+    import geomap_gan.vector.masks as masks
+    from geomap_gan.vector import vectorize
+
+    img = paint(canvas(70, 50), "water", slice(5, 30), slice(5, 30))
+    paint(img, "park", slice(35, 60), slice(5, 45))
+    paint(img, "road", slice(30, 34), slice(0, 50))
+    if kind == "rgba":
+        alpha = np.full((70, 50, 1), 255, dtype=np.uint8)
+        alpha[40:70, 30:50] = 0
+        img = np.concatenate([img, alpha], axis=-1)
+        src = write_map(tmp_path / "m.tif", img, photometric="RGB", alpha="YES", tiled=True)
+    elif kind == "nodata":
+        img[50:70, 0:20] = 0
+        src = write_map(tmp_path / "m.tif", img, nodata=0)
+    else:
+        src = write_map(tmp_path / "m.tif", img)
+    vectorize(src, tmp_path / "rules.gpkg")
+    monkeypatch.setattr(masks, "TABLE_PIXELS", 0)
+    vectorize(src, tmp_path / "table.gpkg")
+    for layer in ("water", "park", "road"):
+        a, fa = read_layer(tmp_path / "rules.gpkg", layer)
+        b, fb = read_layer(tmp_path / "table.gpkg", layer)
+        assert len(a) == len(b) > 0
+        assert all(x.equals_exact(y, 0) for x, y in zip(a, b, strict=True))
+    park, _ = read_layer(tmp_path / "table.gpkg", "park")
+    if kind != "rgb":  # the masked corner is no park
+        assert sum(p.area for p in park) < 25 * 40 * 1.9 * 1.9
