@@ -17,7 +17,7 @@ exec .venv/bin/geomap-gan -v train ../shared/data/maps286 --val-dir ../shared/da
   --ngf 16 --num-downs 5 --antialias \
   --teacher geomap_gan/models/default.safetensors \
   --lambda-gan 0 --lambda-l1 25 --lambda-teacher 100 --lambda-logit "${LAMBDA_LOGIT:-10}" \
-  --road-weight "${ROAD_WEIGHT:-4}" \
+  --road-weight "${ROAD_WEIGHT:-4}" --highway-weight "${HIGHWAY_WEIGHT:-0}" \
   --lambda-iou 10 --lambda-iou-teacher 10 --lambda-shift "${LAMBDA_SHIFT:-0}" \
   --aug-dihedral --aug-scale 0.2 --aug-photometric --aug-blur --aug-noise --aug-jpeg \
   --aug-clean 0.5 --batch-size 16 --lr "${LR:-5e-4}" --beta1 0.9 \

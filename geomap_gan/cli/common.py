@@ -58,6 +58,7 @@ class JsonEvents(logging.Handler):
     parse. One object per line, each with ``event``:
 
     - ``{"event": "progress", "done": 3, "total": 20}`` (windows)
+    - ``{"event": "status", "message": "..."}`` (a long step that is not windows)
     - ``{"event": "log", "level": "WARNING", "message": "..."}`` (INFO and above)
     - ``{"event": "result", "path": ..., "width": ..., ...}`` (as ``--json``), last on success
     - ``{"event": "error", "message": "..."}``, last on a user error (exit code 2)
@@ -86,6 +87,9 @@ class JsonEvents(logging.Handler):
     def __call__(self, done: int, total: int) -> None:  # render(progress=...)
         self.emit_event("progress", done=done, total=total)
 
+    def status(self, message: str) -> None:  # render(status=...)
+        self.emit_event("status", message=message)
+
     def __enter__(self) -> JsonEvents:
         self._saved = (log.level, log.propagate)
         log.addHandler(self)
@@ -110,11 +114,26 @@ class RenderBar:
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
         self.bar: Any = None
+        self.step: Any = None  # the line of a step before the windows (status)
+
+    def status(self, text: str) -> None:
+        """Show ``text`` on the bar's line until the windows start (render(status=...))."""
+        from tqdm import tqdm
+
+        self._end_step()
+        self.step = tqdm(total=None, desc=f"render: {text}", bar_format="{desc}")
+
+    def _end_step(self) -> None:
+        if self.step is not None:
+            self.step.leave = False  # the bar takes its line
+            self.step.close()
+            self.step = None
 
     def __call__(self, done: int, total: int) -> None:
         from tqdm import tqdm
 
         if self.bar is None:
+            self._end_step()
             self.bar = tqdm(total=total, desc="render", unit="win", dynamic_ncols=True)
         self.bar.update(done - self.bar.n)
         if done >= total:
@@ -124,6 +143,7 @@ class RenderBar:
         return None if self.quiet else self
 
     def __exit__(self, *exc: object) -> None:
+        self._end_step()
         if self.bar is not None and exc[0] is not None:
             self.bar.leave = False  # closing erases the unfinished bar
             self.bar.close()

@@ -105,7 +105,9 @@ def render(
         configure_process(device, options.threads)  # the CLI owns the process, render() does not
         mapmodel = load_model(model, device)
         with RenderBar(quiet or events is not None) as bar:
-            result = run_render(src, dst, mapmodel, options, progress=events or bar)
+            feedback = events or bar
+            status = feedback.status if feedback is not None else None
+            result = run_render(src, dst, mapmodel, options, progress=feedback, status=status)
         if not quiet and not as_json and events is None:
             click.echo(render_summary(result))
         vector_result = None
@@ -126,10 +128,12 @@ def render(
 
 def render_summary(result: Any) -> str:
     """The one-line summary of a render."""
+    built = result.compile_seconds
+    generator = result.generator + (f", built in {built:.0f} s" if built is not None else "")
     return (
         f"wrote {result.path}: {result.width}x{result.height} px, {result.crs or 'no CRS'}, "
         f"{result.windows} windows ({result.windows_skipped} skipped) in "
-        f"{result.seconds:.1f} s, {result.megapixels_per_second:.2f} MP/s"
+        f"{result.seconds:.1f} s, {result.megapixels_per_second:.2f} MP/s ({generator})"
     )
 
 

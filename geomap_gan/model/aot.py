@@ -182,10 +182,14 @@ def _realign_constants(runner: Any) -> dict[str, torch.Tensor]:
 
 
 def load_or_build(
-    net: torch.nn.Module, example: torch.Tensor, build_if_missing: bool
+    net: torch.nn.Module,
+    example: torch.Tensor,
+    build_if_missing: bool,
+    on_build: Callable[[], None] | None = None,
 ) -> Compiled | None:
     """The cached compiled ``net`` for CPU inputs like ``example``; built first when missing and
-    ``build_if_missing``. None when neither worked (the caller runs ``net`` eagerly)."""
+    ``build_if_missing`` (``on_build`` called just before: the build takes seconds that a caller
+    should announce). None when neither worked (the caller runs ``net`` eagerly)."""
     path = cached_path(net, example)
     if path.exists():
         compiled = load(path)
@@ -201,6 +205,8 @@ def load_or_build(
         COMPILE_SECONDS_ESTIMATE,
         path.parent,
     )
+    if on_build is not None:
+        on_build()
     t0 = time.perf_counter()
     try:
         compiled = build(net, example, path)

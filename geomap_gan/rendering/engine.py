@@ -42,6 +42,7 @@ from geomap_gan.rendering.options import (
     Progress,
     RenderOptions,
     RenderResult,
+    Status,
 )
 from geomap_gan.rendering.output import opened, output_chain, render_creation_options
 from geomap_gan.rendering.pipeline import ProgressCounter, run_tiles
@@ -289,6 +290,7 @@ def render(
     progress: Progress | None = None,
     cancel: Cancel | None = None,
     engine: EngineSettings | None = None,
+    status: Status | None = None,
 ) -> RenderResult:
     """Render the scene ``src`` into a map-style RGB(A) GeoTIFF ``dst``.
 
@@ -298,6 +300,8 @@ def render(
     appears only when complete (temp file + rename). Raises a GeomapGanError subclass for
     anything the user can fix, RenderCancelled when ``cancel()`` returns True. ``engine``: the
     engine's internal knobs (a strip of rows for Dask, read-ahead, panels, GDAL cache).
+    ``status(text)`` hears of a long step that is not windows, before ``progress`` starts: the
+    first large render on a machine builds the compiled generator (10-20 s).
     """
     import rasterio
 
@@ -328,12 +332,12 @@ def render(
         if source is not ds:
             stack.enter_context(source)
         weights = grid_weights(tiles)
-        generator = TileRunner(mapmodel, device, options.amp, weights, options.batch_size,
-                               options.compile, len(tiles))  # fmt: skip
-        region = reader.RegionReader(source, plan.bands, plan.stretch, str(src), watch, plan.lut)
         warnings = _domain_warnings(plan, options)
-        for w in warnings:
+        for w in warnings:  # before a compile step's status line takes the terminal's last line
             log.warning("%s: %s", src, w)
+        generator = TileRunner(mapmodel, device, options.amp, weights, options.batch_size,
+                               options.compile, len(tiles), status)  # fmt: skip
+        region = reader.RegionReader(source, plan.bands, plan.stretch, str(src), watch, plan.lut)
         aoi = AoiFilter(plan.aoi_px) if plan.aoi_px is not None else None
         native = options.output_res == "native" and plan.grid != plan.native
         rows = window_rows(tiles, *plan.rows)
@@ -356,7 +360,12 @@ def render(
                                      options, counter, engine.prefetch)  # fmt: skip
                     rendered, skipped = rendered + n, skipped + k
             final_step(ds, plan, watch)
-    return _result(dst_path, plan, native, (rendered, skipped), start, warnings)
+    result = _result(dst_path, plan, native, (rendered, skipped), start, warnings)
+    return replace(
+        result,
+        generator="compiled" if generator.compiled else "eager",
+        compile_seconds=generator.build_seconds,
+    )
 
 
 def _result(

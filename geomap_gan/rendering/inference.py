@@ -5,6 +5,7 @@ policy (AOT library on CPU, torch.compile elsewhere, eager fallback) and the bat
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -12,7 +13,7 @@ import torch
 
 from geomap_gan.model.modelfile import MapModel
 from geomap_gan.model.nets import from_model_range, to_model_range
-from geomap_gan.rendering.options import RenderOptions
+from geomap_gan.rendering.options import RenderOptions, Status
 from geomap_gan.rendering.scene import one_line
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,9 @@ log = logging.getLogger(__name__)
 # from this many windows (100 MP at the defaults); a library already cached is used for any
 # scene.
 COMPILE_MIN_WINDOWS = 2000
+
+BUILD_STATUS = "compiling the generator for this CPU, once per model and machine (10-20 s)"
+"""What the progress line says while the library builds (the log says it too, with the cache)."""
 
 
 # Windows per forward pass when RenderOptions.batch_size is 0. On CPU, batch 4 ran the compiled
@@ -86,6 +90,7 @@ class TileRunner:
         batch_size: int,
         compile: bool | None = False,
         windows: int = 0,
+        status: Status | None = None,
     ) -> None:
         from geomap_gan.device import bf16_supported
         from geomap_gan.model.nets import fuse_batchnorm
@@ -98,6 +103,8 @@ class TileRunner:
         self.device = device
         self.batch_size = batch_size
         self.compiled = False
+        self.build_seconds: float | None = None  # set when this runner built the library
+        self._status = status
         if compile is not False:
             pixels = windows * len(weights) ** 2  # as many pixels as COMPILE_MIN_WINDOWS of 256
             big = pixels >= COMPILE_MIN_WINDOWS * 256**2
@@ -111,7 +118,16 @@ class TileRunner:
 
         if self.device.type == "cpu":
             example = torch.zeros((self.batch_size, 3, tile, tile), dtype=torch.uint8)
-            compiled = aot.load_or_build(self.eager, example, build)
+            started: list[float] = []
+
+            def announce() -> None:
+                started.append(time.perf_counter())
+                if self._status is not None:
+                    self._status(BUILD_STATUS)
+
+            compiled = aot.load_or_build(self.eager, example, build, announce)
+            if started:
+                self.build_seconds = time.perf_counter() - started[0]
             if compiled is not None:
                 self.net = compiled
                 return True

@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 
 Progress = Callable[[int, int], None]
+Status = Callable[[str], None]  # a long step that is not windows (building the compiled generator)
 MAX_BATCH = 4096  # windows per forward pass: more would ask for more memory than any device has
 MAX_THREADS = 1024
 
@@ -146,6 +147,8 @@ class RenderResult:
     seconds: float
     domain_distance: float | None = None  # grey levels from the training aerials (radiometry)
     warnings: tuple[str, ...] = ()
+    generator: Literal["compiled", "eager"] = "eager"  # how the windows ran, to the last one
+    compile_seconds: float | None = None  # set when this render built the compiled generator
 
     @property
     def megapixels_per_second(self) -> float:

@@ -69,6 +69,10 @@ class TrainConfig:
     road_weight: float = opt(
         0.0, "Extra weight of the L1 term on the real map's road pixels (1 + W there; 0: plain L1)."
     )
+    highway_weight: float = opt(
+        0.0,
+        "Extra weight of the L1 terms (real map, and with --teacher the teacher's) on the target's highway pixels (1 + W there; 0: off).",
+    )
     teacher: str | None = opt(
         None,
         "Distil from this model file: the student learns the teacher's maps of the training aerials (cached once per run) beside the real maps.",
@@ -173,7 +177,11 @@ class TrainConfig:
                 "--epochs and --epochs-decay must be 0 or more, and 1 or more together",
             ),
             (self.lr > 0, f"--lr must be above 0, got {self.lr}"),
-            (self.road_weight >= 0, f"--road-weight must be 0 or more, got {self.road_weight}"),
+            (
+                min(self.road_weight, self.highway_weight) >= 0,
+                f"--road-weight and --highway-weight must be 0 or more, got "
+                f"{self.road_weight} and {self.highway_weight}",
+            ),
             (
                 0 <= self.aug_clean <= 1,
                 f"--aug-clean must be 0 to 1 (a share of samples), got {self.aug_clean}",

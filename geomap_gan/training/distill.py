@@ -48,6 +48,7 @@ from geomap_gan.model.nets import UnetSkipBlock, from_model_range, to_model_rang
 from geomap_gan.training.augment import Augment, random_crop, random_dihedral, random_photometric
 from geomap_gan.training.config import TrainConfig
 from geomap_gan.training.data import Direction
+from geomap_gan.training.losses import highway_mask
 from geomap_gan.training.metrics import eval_mode, pair_sides
 
 log = logging.getLogger(__name__)
@@ -253,17 +254,25 @@ def soft_iou_loss(fake: torch.Tensor, target: dict[str, torch.Tensor], tau: floa
 
 
 def logit_l1_loss(
-    pre: torch.Tensor, target: torch.Tensor, road_weight: float, clip: float
+    pre: torch.Tensor,
+    target: torch.Tensor,
+    road_weight: float,
+    clip: float,
+    highway_weight: float = 0.0,
 ) -> torch.Tensor:
     """L1 between the student's and the teacher's pre-tanh maps, the teacher's clipped to
     ±``clip`` (beyond it the map is white or black to the grey level), weighted 1 +
-    ``road_weight`` where the teacher draws a road (legend.ROAD_MIN in every channel)."""
+    ``road_weight`` where the teacher draws a road (legend.ROAD_MIN in every channel) and +
+    ``highway_weight`` where it draws a highway (the legend's highway rules)."""
     t = target.float().clamp(-clip, clip)
     err = (pre.float() - t).abs()
-    if road_weight == 0:
+    if road_weight == 0 and highway_weight == 0:
         return err.mean()
     road_min = torch.atanh(to_model_range(torch.tensor(float(ROAD_MIN) - 0.5)))
     weight = 1.0 + road_weight * (target.float() >= road_min).all(dim=1, keepdim=True).float()
+    if highway_weight:
+        grey = from_model_range(torch.tanh(target.float()))
+        weight = weight + highway_weight * highway_mask(grey)
     return (err * weight).sum() / (weight.sum() * err.shape[1])
 
 
@@ -311,6 +320,7 @@ def recipe(c: TrainConfig) -> str:
     return (
         f"lambda_teacher={c.lambda_teacher} lambda_logit={c.lambda_logit} "
         f"logit_clip={c.logit_clip} lambda_l1={c.lambda_l1} road_weight={c.road_weight} "
+        f"highway_weight={c.highway_weight} "
         f"lambda_iou={c.lambda_iou} lambda_iou_teacher={c.lambda_iou_teacher} "
         f"iou_tau={c.iou_tau} lambda_feat={c.lambda_feat} feat_levels={c.feat_levels} "
         f"lambda_gan={c.lambda_gan} lambda_shift={c.lambda_shift} "

@@ -235,7 +235,7 @@ class Pix2PixTask:
             if adversarial:
                 pred = d_plain(torch.cat([a, fake], 1))
                 loss_g_gan = gan_loss(pred, True, cfg.gan_mode, False)
-            loss_g_l1 = map_l1_loss(fake, b, cfg.road_weight)
+            loss_g_l1 = map_l1_loss(fake, b, cfg.road_weight, cfg.highway_weight)
             loss_g = cfg.lambda_gan * loss_g_gan + cfg.lambda_l1 * loss_g_l1
             for weight, term in terms.values():
                 loss_g = loss_g + weight * term
@@ -280,9 +280,14 @@ class Pix2PixTask:
             return out
         t_map = torch.tanh(t)
         if cfg.lambda_teacher > 0:
-            out["G_T"] = (cfg.lambda_teacher, map_l1_loss(fake, t_map, cfg.road_weight))
+            out["G_T"] = (
+                cfg.lambda_teacher,
+                map_l1_loss(fake, t_map, cfg.road_weight, cfg.highway_weight),
+            )
         if pre is not None and cfg.lambda_logit > 0:
-            term = distill.logit_l1_loss(pre, t, cfg.road_weight, cfg.logit_clip)
+            term = distill.logit_l1_loss(
+                pre, t, cfg.road_weight, cfg.logit_clip, cfg.highway_weight
+            )
             out["G_logit"] = (cfg.lambda_logit, term)
         if cfg.lambda_iou_teacher > 0:
             masks = distill.hard_class_masks(from_model_range(t_map))

@@ -423,11 +423,13 @@ def _show_event(
     span: tuple[float, float] = (0.0, 100.0),
 ) -> None:
     """One engine event on the Processing feedback: progress bar (its ``span`` of it, per
-    cent), log, warnings in red."""
+    cent), status on the progress text, log, warnings in red."""
     if event["event"] == "progress":
         total = event.get("total") or 0
         part = event.get("done", 0) / total if total else 0.0
         feedback.setProgress(span[0] + (span[1] - span[0]) * part)
+    elif event["event"] == "status":
+        feedback.setProgressText(str(event.get("message", "")))
     elif event["event"] == "log":
         message = str(event.get("message", ""))
         if event.get("level") in ("WARNING", "ERROR", "CRITICAL"):

@@ -4,6 +4,7 @@ when damaged, and never required (any failure renders in eager mode)."""
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import shutil
 import subprocess
@@ -21,6 +22,7 @@ from geomap_gan.cli import cli
 from geomap_gan.model import aot
 from geomap_gan.model.modelfile import load_model
 from geomap_gan.rendering.engine import RenderOptions, render
+from geomap_gan.rendering.inference import BUILD_STATUS
 
 
 @pytest.fixture(autouse=True)
@@ -56,10 +58,16 @@ def test_compiled_render_matches_eager_and_is_reused(
     monkeypatch.setattr(aot, "_realign_constants", recording)
     model = load_model(tiny_model_file)
     src = write_geotiff(tmp_path / "in.tif", noise_rgb(70, 90))
-    render(src, tmp_path / "eager.tif", model, opts(compile=False))
+    eager_run = render(src, tmp_path / "eager.tif", model, opts(compile=False))
+    assert (eager_run.generator, eager_run.compile_seconds) == ("eager", None)
     assert not _private_compile_cache.exists()
+    heard: list[object] = []  # status lines and progress calls, in order
     with caplog.at_level(logging.INFO, logger="geomap_gan"):
-        render(src, tmp_path / "built.tif", model, opts(compile=True))
+        built = render(src, tmp_path / "built.tif", model, opts(compile=True),
+                       progress=lambda d, t: heard.append((d, t)), status=heard.append)  # fmt: skip
+        # the build is announced on the progress line before the windows start
+        assert heard[0] == BUILD_STATUS and heard[1] == (0, built.windows)
+        assert built.generator == "compiled" and 0 < (built.compile_seconds or 0) < built.seconds
         announced = [
             r for r in caplog.records if "compiling the generator for this CPU" in r.message
         ]
@@ -69,8 +77,12 @@ def test_compiled_render_matches_eager_and_is_reused(
         assert [p.suffix for p in libraries] == [".sha256", ".so"]
         caplog.clear()
         # compile=None on a small scene: too small to build, but a cached library is used
-        render(src, tmp_path / "reused.tif", model, opts(compile=None))
+        reused = render(
+            src, tmp_path / "reused.tif", model, opts(compile=None), status=heard.append
+        )
         assert "using the compiled generator" in caplog.text and "compiling" not in caplog.text
+        assert (reused.generator, reused.compile_seconds) == ("compiled", None)
+        assert heard.count(BUILD_STATUS) == 1
     assert len(realigned) == 2 and all(len(weights) > 0 for weights in realigned)
     eager = read(tmp_path / "eager.tif").astype(int)
     for name in ("built.tif", "reused.tif"):
@@ -128,9 +140,37 @@ def test_failed_compile_renders_in_eager_mode(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(aot, "build", no_compiler)
     data = noise_rgb(40, 50)
     src = write_geotiff(tmp_path / "in.tif", data)
-    render(src, tmp_path / "out.tif", identity_model(), opts(compile=True))
+    result = render(src, tmp_path / "out.tif", identity_model(), opts(compile=True))
     np.testing.assert_array_equal(read(tmp_path / "out.tif"), data)
     assert "compiling the generator failed" in caplog.text
+    assert result.generator == "eager" and result.compile_seconds is not None  # it tried
+
+
+def test_render_json_says_how_the_generator_ran_and_that_it_was_built(
+    tmp_path, tiny_model_file, monkeypatch
+):
+    """`render --progress json`: a status event while the library builds, before the first
+    progress event; the result says eager (the build failed here) and how long it tried."""
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(aot, "build", no_compiler)
+    model = tiny_model_file
+    src = write_geotiff(tmp_path / "in.tif", noise_rgb(40, 50))
+    cmd = ["render", str(src), str(tmp_path / "out.tif"), "--model", str(model), "--compile",
+           "--no-amp", "--overlap", "8", "--progress", "json"]  # fmt: skip
+    result = CliRunner().invoke(cli, cmd)
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    kinds = [e["event"] for e in events if e["event"] in ("status", "progress", "result")]
+    assert kinds[0] == "status" and kinds[1] == "progress" and kinds[-1] == "result"
+    assert events[[e["event"] for e in events].index("status")]["message"] == BUILD_STATUS
+    assert events[-1]["generator"] == "eager" and events[-1]["compile_seconds"] >= 0
+    plain = CliRunner().invoke(cli, [*cmd[:-2], "--no-compile", "--overwrite", "--json"])
+    assert plain.exit_code == 0, plain.output
+    summary = json.loads(plain.output[plain.output.index("{") :])
+    assert summary["generator"] == "eager" and summary["compile_seconds"] is None
 
 
 def test_compile_command_builds_what_render_then_uses(

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from geomap_gan.errors import InputError
-from geomap_gan.legend import ROAD_MIN, class_masks
+from geomap_gan.legend import BACKGROUND, COLOURS, ROAD_MIN, class_masks
 from geomap_gan.model.modelfile import MapModel, ModelCard, build_generator, load_model, save_model
 from geomap_gan.model.nets import UnetGenerator, from_model_range, init_weights, to_model_range
 from geomap_gan.model.registry import architecture
@@ -172,6 +172,27 @@ def test_logit_loss_clips_the_teacher_and_weights_its_roads() -> None:
     weighted = distill.logit_l1_loss(student, teacher, 3.0, clip=3.0).item()
     assert plain == pytest.approx(3.0 * 4 / 16)
     assert weighted == pytest.approx(3.0 * 4 * 4 / (12 + 4 * 4))
+
+
+def test_logit_loss_weights_the_teachers_highways() -> None:
+    """A highway pixel is one whose teacher map (tanh of its pre-tanh) the legend reads as
+    highway: the legend's orange there, grey elsewhere; an error of 1 on the one highway pixel
+    weighs 1 + H against the 15 exact pixels' 1 each."""
+    orange = to_model_range(torch.tensor(COLOURS["highway"], dtype=torch.float32))
+    grey = to_model_range(torch.tensor(BACKGROUND, dtype=torch.float32))
+    teacher = torch.atanh(grey).view(1, 3, 1, 1).expand(1, 3, 4, 4).clone()
+    teacher[0, :, 2, 1] = torch.atanh(orange)
+    student = teacher.clone()
+    student[0, :, 2, 1] += 1.0
+    assert distill.logit_l1_loss(student, teacher, 0.0, 3.0, 9.0).item() == pytest.approx(
+        3 * 10 / (3 * (15 + 10))
+    )
+    assert distill.logit_l1_loss(student, teacher, 0.0, 3.0).item() == pytest.approx(1 / 16)
+    student = teacher.clone()
+    student[0, :, 0, 0] += 1.0  # the same error on a background pixel is not weighted
+    assert distill.logit_l1_loss(student, teacher, 0.0, 3.0, 9.0).item() == pytest.approx(
+        3 / (3 * 25)
+    )
 
 
 def test_feature_match_adapts_widths_and_trains_only_the_student_side() -> None:

@@ -331,9 +331,32 @@ def test_road_weighted_l1_weighs_the_real_maps_road_pixels(maps256: Path) -> Non
     )
 
 
-def test_a_negative_road_weight_is_refused_before_any_data_is_read(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="--road-weight must be 0 or more"):
-        TrainConfig(data_dir=str(tmp_path / "missing"), road_weight=-1.0)
+def test_highway_weighted_l1_weighs_the_real_maps_highway_pixels(maps256: Path) -> None:
+    """Weight H adds H on the pixels the metrics' highway rule claims (beside the road weight)."""
+    pairs, _ = load_split(maps256, "val", 256, limit=64)
+    maps = pairs[:, 1]
+    masks = class_masks(maps)
+    keep = masks["highway"].mean(axis=(1, 2)) > 0.01
+    maps, road, highway = maps[keep], masks["road"][keep], masks["highway"][keep]
+    assert len(maps) >= 2  # tiles that do hold highways
+    real = to_model_range(torch.from_numpy(maps).permute(0, 3, 1, 2))
+    rng = np.random.default_rng(1)
+    fake = real + torch.from_numpy(rng.normal(0, 0.2, real.shape).astype(np.float32))
+    err = (fake - real).abs().numpy()
+    weight = 1.0 + 4.0 * road[:, None] + 30.0 * highway[:, None]
+    expected = (err * weight).sum() / (weight.sum() * 3)
+    assert map_l1_loss(fake, real, 4.0, 30.0).item() == pytest.approx(expected, rel=1e-5)
+    assert map_l1_loss(fake, real, 4.0, 30.0).item() != pytest.approx(
+        map_l1_loss(fake, real, 4.0).item(), rel=1e-3
+    )
+
+
+@pytest.mark.parametrize("field", ["road_weight", "highway_weight"])
+def test_a_negative_class_weight_is_refused_before_any_data_is_read(
+    tmp_path: Path, field: str
+) -> None:
+    with pytest.raises(InputError, match="--road-weight and --highway-weight must be 0 or more"):
+        TrainConfig(data_dir=str(tmp_path / "missing"), **{field: -1.0})
 
 
 def test_a_clean_share_outside_0_to_1_is_refused_before_any_data_is_read(tmp_path: Path) -> None:
