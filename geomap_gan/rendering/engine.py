@@ -59,8 +59,8 @@ from geomap_gan.rendering.windows import (
     column_panels,
     fitting_window,
     lattice_phase,
+    panel_columns,
     round_up,
-    touching,
     window_rows,
 )
 
@@ -348,7 +348,7 @@ def render(
             )
             with opened(out):
                 panels = column_panels(tiles.width, engine.panel_width, out.block_shapes[0][1])
-                total = sum(len(touching(tiles.xs, tile, *p)) for p in panels) * len(rows)
+                total = sum(len(panel_columns(tiles, *p)) for p in panels) * len(rows)
                 distinct = len(tiles.xs) * len(rows)
                 log.info(
                     "%s", _describe_plan(src, ds, plan, tiles, (total, distinct), options, device)

@@ -18,7 +18,7 @@ from geomap_gan.errors import RenderCancelled
 from geomap_gan.rendering.blend import StripAccumulator
 from geomap_gan.rendering.inference import TileRunner
 from geomap_gan.rendering.options import Cancel, Progress, RenderOptions
-from geomap_gan.rendering.windows import AoiFilter, TileGrid, TileWindow, touching
+from geomap_gan.rendering.windows import AoiFilter, TileGrid, TileWindow, panel_columns
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +270,7 @@ def run_tiles(
 ) -> tuple[int, int]:
     """Render the windows of grid rows ``rows`` that touch raster columns ``panel`` into
     ``writer``; returns (windows rendered, windows skipped)."""
-    cols = touching(tiles.xs, tiles.tile, *panel)
+    cols = panel_columns(tiles, *panel)
     acc = StripAccumulator(tiles, first_row=rows[0], cols=panel)
     stop = threading.Event()
     items: queue.Queue = queue.Queue(maxsize=options.batch_size * max(1, prefetch))

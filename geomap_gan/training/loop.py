@@ -446,12 +446,14 @@ class Trainer(Pix2PixTask):
             last = self.epoch == cfg.total_epochs
             if self.val_pairs is not None:  # same columns every row: blank when not validated
                 row.update({f"val_{k}": "" for k in METRIC_KEYS})  # type: ignore[misc]
-            if cfg.val_every and (self.epoch % cfg.val_every == 0 or last):
-                metrics = self.validate()
-                row.update({f"val_{k}": v for k, v in metrics.items()})
-                self.last_metrics = metrics
-                self.save_samples()
-            self._log_epoch(row)
+            try:
+                if cfg.val_every and (self.epoch % cfg.val_every == 0 or last):
+                    metrics = self.validate()
+                    row.update({f"val_{k}": v for k, v in metrics.items()})
+                    self.last_metrics = metrics
+                    self.save_samples()
+            finally:  # interrupted in validation, the epoch's checkpoint follows: log it first
+                self._log_epoch(row)
             log.info(
                 "epoch %d: %s",
                 self.epoch,

@@ -22,7 +22,7 @@ from geomap_gan.model.nets import (
     init_weights,
     receptive_radius,
 )
-from geomap_gan.rendering.engine import RenderOptions, render, tile_grid
+from geomap_gan.rendering.engine import RenderOptions, plan_render, render, tile_grid
 from geomap_gan.rendering.windows import TileGrid, core_offsets, fitting_window, lattice_phase
 
 RES = 2.0
@@ -147,3 +147,27 @@ def test_blended_grids_are_unchanged_for_models_without_a_receptive_field():
         width, height, crs, transform = 100, 50, None, Affine.identity()
 
     assert tile_grid(card, RenderOptions(overlap=8), G) == TileGrid.over(100, 50, 32, 8)
+
+
+def test_column_panels_run_only_the_windows_whose_core_they_hold(tmp_path):
+    """A core grid's panels give the whole render's pixels bit for bit, and each panel edge
+    runs again only the one window whose core straddles it, not the neighbours whose margins
+    reach across (their weight there is 0)."""
+    from geomap_gan.rendering.options import EngineSettings
+
+    model = bounded_model()
+    src = write_geotiff(tmp_path / "in.tif", smooth_scene(200, 900), RES)
+    options = RenderOptions(device="cpu", amp=False, batch_size=2, window=256)
+    whole = render(
+        src, tmp_path / "whole.tif", model, options, engine=EngineSettings(panel_width=0)
+    )
+    panels = render(src, tmp_path / "panels.tif", model, options,
+                    engine=EngineSettings(panel_width=256))  # fmt: skip
+    with rasterio.open(tmp_path / "whole.tif") as a, rasterio.open(tmp_path / "panels.tif") as b:
+        np.testing.assert_array_equal(a.read(), b.read())
+    plan = plan_render(src, model, options)
+    rows, cols = len(plan.window_rows), plan.windows_per_row
+    assert cols >= 4 and plan.tile == 256  # core windows, several per panel
+    edges = 900 // 256  # panels of 256 px: edges at 256, 512 and 768
+    assert whole.windows == rows * cols
+    assert whole.windows < panels.windows <= whole.windows + rows * edges

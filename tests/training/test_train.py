@@ -266,6 +266,25 @@ def test_ctrl_c_saves_a_checkpoint(tiny_maps: Path, tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def test_ctrl_c_in_validation_logs_the_epoch_it_checkpoints(
+    tiny_maps: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Interrupted while validating epoch 2, whose training is done: the checkpoint says epoch 2
+    (a resume starts at 3), so log.csv must hold epoch 2's row (its validation columns blank)."""
+    trainer = seeded(tiny_cfg(tiny_maps, tmp_path, val_every=2, samples=0, epochs=2))
+
+    def interrupted(*args: object, **kwargs: object) -> dict[str, float]:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "validate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"] == 2
+    with (tmp_path / "log.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["epoch"] for r in rows] == ["1", "2"] and rows[1]["val_miou"] == ""
+
+
 def test_ddp_two_gloo_ranks_hold_identical_weights(tiny_maps: Path, tmp_path: Path) -> None:
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
