@@ -3,9 +3,11 @@
 Run with QGIS's own Python (``/usr/bin/python3`` on Debian), not the project's venv, so that it
 sees exactly what a QGIS user's does: ``python3 tests/qgis_host.py SPEC.json``. SPEC holds
 ``plugin_path`` (the folder containing ``geomap_gan_qgis``) and ``jobs``, each either
-``{"describe": true}`` or ``{"alg": id, "params": {...}, "cancel_at": percent or null}``. The last
-line of stdout is one JSON report: per job its results or error, the progress values, the log
-lines; and which of torch, rasterio and geomap_gan QGIS's Python had imported at the end.
+``{"describe": true}`` or ``{"alg": id, "params": {...}, "cancel_at": percent or null, "load":
+bool}``; with ``load`` the job runs as the toolbox runs it, loading its outputs into the project
+(``processing.runAndLoadResults``), and its report adds the project's layer tree. The last line of
+stdout is one JSON report: per job its results or error, the progress values, the log lines (and
+the layers); and which of torch, rasterio and geomap_gan QGIS's Python had imported at the end.
 """
 
 from __future__ import annotations
@@ -35,6 +37,24 @@ def describe(registry: Any) -> dict[str, Any]:
     return out
 
 
+def layers_report() -> list[dict[str, Any]]:
+    """The project's layer tree, top to bottom: name, source, and for vector layers geometry
+    type, feature count and the colours of each symbol layer (fill for areas, stroke for lines)."""
+    from qgis.core import QgsProject, QgsVectorLayer
+
+    out = []
+    for node in QgsProject.instance().layerTreeRoot().findLayers():
+        layer = node.layer()
+        entry: dict[str, Any] = {"name": layer.name(), "source": layer.source()}
+        if isinstance(layer, QgsVectorLayer):
+            entry["geometry"] = int(layer.geometryType())
+            entry["features"] = layer.featureCount()
+            symbol = layer.renderer().symbol()
+            entry["colours"] = [list(sl.color().getRgb()[:3]) for sl in symbol.symbolLayers()]
+        out.append(entry)
+    return out
+
+
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     import processing
     from qgis.core import QgsProcessingException, QgsProcessingFeedback
@@ -60,11 +80,19 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             feedback.cancel()
 
     feedback.progressChanged.connect(on_progress)
+    run = processing.runAndLoadResults if job.get("load") else processing.run
     try:
-        results = processing.run(job["alg"], job["params"], feedback=feedback)
-        record["results"] = {k: v for k, v in results.items() if isinstance(v, (str, int, float))}
+        results = run(job["alg"], job["params"], feedback=feedback)
+        if results is None:  # runAndLoadResults reports a failure instead of raising
+            record["error"] = "; ".join(record["errors"]) or "failed"
+        else:
+            record["results"] = {
+                k: v for k, v in results.items() if isinstance(v, (str, int, float))
+            }
     except QgsProcessingException as exc:
         record["error"] = str(exc)
+    if job.get("load"):
+        record["layers"] = layers_report()
     return record
 
 
@@ -96,7 +124,7 @@ def main(spec_path: str) -> None:
     plugin.unload()
     print(json.dumps(report, default=str))
     sys.stdout.flush()
-    os._exit(0)  # exitQgis() with Processing's Python objects alive can crash at exit
+    os._exit(0)  # exitQgis() with Processing's objects or layers alive crashes QGIS 3.22 at exit
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class _Plan:
+class ScenePlan:
     """Everything decided before the first window is read."""
 
     grid: Grid  # of the render
@@ -106,13 +106,13 @@ class _Plan:
         return Grid(g.width, stop - start, shifted, g.crs)
 
 
-def _plan(
+def plan_scene(
     ds: rasterio.DatasetReader,
     card: ModelCard,
     options: RenderOptions,
     engine: EngineSettings | None = None,
     stats: bool = True,
-) -> _Plan:
+) -> ScenePlan:
     """Validate the scene against the options and decide the grids, bands, AOI and 8-bit
     scaling (``stats=False`` skips the percentile statistics, the only reads of pixel data)."""
     from geomap_gan.rendering.aoi import aoi_to_pixels, parse_aoi
@@ -157,7 +157,7 @@ def _plan(
     rows = engine.row_range or (0, grid.height)
     if rows[1] > grid.height:
         raise InputError(f"row_range {rows} goes past the render grid's {grid.height} rows")
-    return _Plan(grid, native, bands, stretch, scene_gsd, gsd, aoi_px, aoi_native_px, alpha, rows,
+    return ScenePlan(grid, native, bands, stretch, scene_gsd, gsd, aoi_px, aoi_native_px, alpha, rows,
                  lut, distance)  # fmt: skip
 
 
@@ -266,7 +266,7 @@ def plan_render(
     else:
         card = load_model(model, "cpu").card
     with rasterio.Env(), scene.open_raster(src) as ds:
-        plan = _plan(ds, card, options, stats=False)
+        plan = plan_scene(ds, card, options, stats=False)
     tiles = tile_grid(card, options, plan.grid)
     return RenderPlan(
         width=plan.grid.width,
@@ -323,7 +323,7 @@ def render(
         output.check_creation_options(options.driver, options.creation_options)
         device = resolve_device(options.device)
         mapmodel = load_model(model, device)
-        plan = _plan(ds, mapmodel.card, options, engine)
+        plan = plan_scene(ds, mapmodel.card, options, engine)
         watch.check(str(src))
         tiles = tile_grid(mapmodel.card, options, plan.grid)
         tile = tiles.tile
@@ -360,24 +360,20 @@ def render(
                                      options, counter, engine.prefetch)  # fmt: skip
                     rendered, skipped = rendered + n, skipped + k
             final_step(ds, plan, watch)
-    result = _result(dst_path, plan, native, (rendered, skipped), start, warnings)
-    return replace(
-        result,
-        generator="compiled" if generator.compiled else "eager",
-        compile_seconds=generator.build_seconds,
-    )
+    return _result(dst_path, plan, native, (rendered, skipped), start, warnings, generator)
 
 
 def _result(
     dst_path: Path,
-    plan: _Plan,
+    plan: ScenePlan,
     native: bool,
     windows: tuple[int, int],
     start: float,
     warnings: list[str],
+    generator: TileRunner,
 ) -> RenderResult:
     """What a finished render reports: the output grid, the windows rendered and skipped, the
-    time since ``start`` (perf_counter)."""
+    time since ``start`` (perf_counter), how the generator ran."""
     out_grid = plan.native if native else plan.part
     seconds = time.perf_counter() - start
     result = RenderResult(
@@ -394,6 +390,8 @@ def _result(
         seconds=seconds,
         domain_distance=plan.domain_distance,
         warnings=tuple(warnings),
+        generator="compiled" if generator.compiled else "eager",
+        compile_seconds=generator.build_seconds,
     )
     log.debug(  # the CLI prints its own summary: -v would show this twice
         "wrote %s: %dx%d px, %d windows (%d skipped) in %.1f s, %.2f MP/s",
@@ -410,7 +408,7 @@ def _result(
 def _describe_plan(
     src: object,
     ds: rasterio.DatasetReader,
-    plan: _Plan,
+    plan: ScenePlan,
     tiles: TileGrid,
     runs: tuple[int, int],
     options: RenderOptions,
@@ -431,7 +429,7 @@ def _describe_plan(
     )
 
 
-def _domain_warnings(plan: _Plan, options: RenderOptions) -> list[str]:
+def _domain_warnings(plan: ScenePlan, options: RenderOptions) -> list[str]:
     """One line when the scene's colours are far from the training aerials', with what to try."""
     d = plan.domain_distance
     if d is None or d <= DOMAIN_WARNING_LEVELS:

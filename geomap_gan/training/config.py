@@ -142,9 +142,15 @@ class TrainConfig:
         """Refuse, before any data is read, settings that would crash mid-run (a traceback from
         BatchNorm or a convolution) or train a model that geomap-gan could not load (the model
         card's ranges, modelfile.ModelCard.validate)."""
+        for ok, problem in (*self._shape_checks(), *self._schedule_checks()):
+            if not ok:
+                raise InputError(problem)
+
+    def _shape_checks(self) -> tuple[tuple[bool, str], ...]:
+        """(ok, problem) of the network's and the data's sizes."""
         stride = 2**self.num_downs
         (lo_d, hi_d), (lo_f, hi_f), (lo_t, hi_t) = NUM_DOWNS_RANGE, NGF_RANGE, TILE_SIZE_RANGE
-        for ok, problem in (
+        return (
             (
                 lo_d <= self.num_downs <= hi_d,
                 f"--num-downs must be {lo_d} to {hi_d}, got {self.num_downs}",
@@ -172,6 +178,11 @@ class TrainConfig:
                 f"--samples must be 0 (none) to 64 and --val-subset 1 to 100000, got "
                 f"{self.samples} and {self.val_subset}",
             ),
+        )
+
+    def _schedule_checks(self) -> tuple[tuple[bool, str], ...]:
+        """(ok, problem) of the schedule, the loss terms and their weights."""
+        return (
             (
                 min(self.epochs, self.epochs_decay) >= 0 and self.total_epochs >= 1,
                 "--epochs and --epochs-decay must be 0 or more, and 1 or more together",
@@ -216,9 +227,7 @@ class TrainConfig:
                 0 <= self.ema_decay < 1,
                 f"--ema-decay must be 0 (off) or above 0 and below 1, got {self.ema_decay}",
             ),
-        ):
-            if not ok:
-                raise InputError(problem)
+        )
 
     @property
     def total_epochs(self) -> int:

@@ -27,10 +27,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from geomap_gan.errors import DatasetError, InputError, RenderCancelled
 from geomap_gan.training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from geomap_gan.model.modelfile import ModelCard
 
 log = logging.getLogger(__name__)
 
@@ -110,31 +113,15 @@ def plan(
     pairs_dir = Path(pairs_dir)
     base_path = default_model_path() if model is None else Path(model)
     card = load_model(base_path).card
-    if card.arch != "unet_256":
-        raise InputError(
-            f"the base model {base_path} is a {card.arch!r} generator; finetune trains unet_256 "
-            "models (pix2pix U-Nets) only: give one with --model"
-        )
-    if card.direction != "AtoB":
-        raise InputError(f"the base model {base_path} maps B to A; finetune needs an AtoB model")
+    _check_base(card, base_path)
     n_train = len(list_pairs(pairs_dir, "train"))
     try:
         n_val = len(list_pairs(pairs_dir, "val"))
     except DatasetError:
         n_val = 0
     size = _pair_size(pairs_dir)
-    if size < card.tile_size:
-        raise InputError(
-            f"the pairs in {pairs_dir} are {size} px, smaller than the base model's "
-            f"{card.tile_size} px tile; make them with `geomap-gan pairs --tile {card.tile_size}` "
-            "or larger"
-        )
     manifest = read_manifest(pairs_dir)
-    if manifest is not None and abs(float(manifest.get("gsd", card.gsd)) / card.gsd - 1) > 1e-3:
-        raise InputError(
-            f"the pairs in {pairs_dir} were cut at {manifest['gsd']} m/px, the base model "
-            f"works at {card.gsd} m/px; make the pairs with --model {base_path}"
-        )
+    _check_pairs(pairs_dir, size, manifest, card, base_path)
     batch = options.batch_size or BATCH_SIZE
     per_epoch = max(1, n_train // batch) if n_train >= batch else 1
     total = max(2 * MIN_EPOCHS, math.ceil(UPDATES / per_epoch))
@@ -167,6 +154,50 @@ def plan(
         name=name,
         **options.extra,
     )
+    return cfg, _record(card, base_path, pairs_dir, (n_train, n_val), manifest, options, cfg)
+
+
+def _check_base(card: ModelCard, base_path: Path) -> None:
+    """InputError for a base model that finetune cannot train."""
+    if card.arch != "unet_256":
+        raise InputError(
+            f"the base model {base_path} is a {card.arch!r} generator; finetune trains unet_256 "
+            "models (pix2pix U-Nets) only: give one with --model"
+        )
+    if card.direction != "AtoB":
+        raise InputError(f"the base model {base_path} maps B to A; finetune needs an AtoB model")
+
+
+def _check_pairs(
+    pairs_dir: Path, size: int, manifest: dict[str, Any] | None, card: ModelCard, base: Path
+) -> None:
+    """InputError for pairs the base model cannot learn from: smaller than its tile, or cut at
+    another ground sample distance (their manifest says which)."""
+    if size < card.tile_size:
+        raise InputError(
+            f"the pairs in {pairs_dir} are {size} px, smaller than the base model's "
+            f"{card.tile_size} px tile; make them with `geomap-gan pairs --tile {card.tile_size}` "
+            "or larger"
+        )
+    if manifest is not None and abs(float(manifest.get("gsd", card.gsd)) / card.gsd - 1) > 1e-3:
+        raise InputError(
+            f"the pairs in {pairs_dir} were cut at {manifest['gsd']} m/px, the base model "
+            f"works at {card.gsd} m/px; make the pairs with --model {base}"
+        )
+
+
+def _record(
+    card: ModelCard,
+    base_path: Path,
+    pairs_dir: Path,
+    counts: tuple[int, int],
+    manifest: dict[str, Any] | None,
+    options: FinetuneOptions,
+    cfg: TrainConfig,
+) -> dict[str, Any]:
+    """What finetune.json records of a fine-tune: its base model, its pairs, its recipe."""
+    n_train, n_val = counts
+    per_epoch = max(1, n_train // cfg.batch_size) if n_train >= cfg.batch_size else 1
     record: dict[str, Any] = {
         "base_model": {
             "name": card.name,
@@ -195,7 +226,7 @@ def plan(
             region=_region(manifest),
         )
     record["pairs"]["classes"] = drawn_classes(manifest)
-    return cfg, record
+    return record
 
 
 def drawn_classes(manifest: dict[str, Any] | None) -> list[str]:

@@ -52,23 +52,12 @@ def manifest(
 
     assert grid.crs is not None
     model_path = default_model_path() if model is None else getattr(model, "path", model)
-    stretch = None
-    if plan.stretch is not None:
-        stretch = {"low": list(plan.stretch.low), "high": list(plan.stretch.high)}
-    line_px = {c: round(widths[c] / gsd, 3) for c in LINE_CLASSES if c in widths}
     return {
         "format": FORMAT,
         "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "geomap_gan": __version__,
         "command": command,
-        "scene": {
-            "path": os.path.abspath(Path(scene_path).expanduser()),
-            "size": [ds.width, ds.height],
-            "crs": ds.crs.to_string(),
-            "bands": list(plan.bands),
-            "stretch": stretch,
-            "scene_gsd": plan.scene_gsd,
-        },
+        "scene": _scene_record(scene_path, ds, plan),
         "layers": layers,
         "map": base.record if base is not None else None,
         "coverage": coverage,
@@ -87,14 +76,7 @@ def manifest(
             "height": grid.height,
             "transform": list(tuple(grid.transform)[:6]),
         },
-        "style": {
-            "background": list(BACKGROUND),
-            "colours": {c: list(COLOURS[c]) for c in DRAW_ORDER},
-            "draw_order": list(DRAW_ORDER),
-            "stroke_width_m": {c: widths[c] for c in LINE_CLASSES if c in widths},
-            "stroke_width_px": line_px,
-            "map_raster_below_layers": base is not None,
-        },
+        "style": _style_record(widths, gsd, base is not None),
         "tiles": {"train": options.tile, "val": val_tile, "step": step},
         "split": {
             "val_share": options.val_share,
@@ -106,6 +88,33 @@ def manifest(
             "dropped_touching_val": dropped,
         },
         "pairs": [dataclasses.asdict(p) for p in pairs],
+    }
+
+
+def _scene_record(scene_path: str | Path, ds: Any, plan: Any) -> dict[str, Any]:
+    """The scene as the pairs read it: its file, size, CRS, bands and 8-bit stretch."""
+    stretch = None
+    if plan.stretch is not None:
+        stretch = {"low": list(plan.stretch.low), "high": list(plan.stretch.high)}
+    return {
+        "path": os.path.abspath(Path(scene_path).expanduser()),
+        "size": [ds.width, ds.height],
+        "crs": ds.crs.to_string(),
+        "bands": list(plan.bands),
+        "stretch": stretch,
+        "scene_gsd": plan.scene_gsd,
+    }
+
+
+def _style_record(widths: Mapping[str, float], gsd: float, has_map: bool) -> dict[str, Any]:
+    """How the map side is drawn: the legend's colours and order, the strokes' widths."""
+    return {
+        "background": list(BACKGROUND),
+        "colours": {c: list(COLOURS[c]) for c in DRAW_ORDER},
+        "draw_order": list(DRAW_ORDER),
+        "stroke_width_m": {c: widths[c] for c in LINE_CLASSES if c in widths},
+        "stroke_width_px": {c: round(widths[c] / gsd, 3) for c in LINE_CLASSES if c in widths},
+        "map_raster_below_layers": has_map,
     }
 
 

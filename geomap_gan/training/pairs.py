@@ -5,7 +5,7 @@ recording where every pair came from.
 
 The same grid as the renderer: the scene's render grid at the model's GSD on the CRS lattice
 (:func:`geomap_gan.rendering.grid.model_grid`), read with the renderer's own resampling and 8-bit
-scaling (``engine._plan``, ``resample.render_source``, ``reader.RegionReader``), so an aerial tile
+scaling (``engine.plan_scene``, ``resample.render_source``, ``reader.RegionReader``), so an aerial tile
 holds exactly the pixels that the renderer would feed the model there; tiles start on the
 network's stride lattice (``engine.lattice_phase``), so they see the render's stride phase.
 
@@ -55,6 +55,7 @@ from geomap_gan.training.manifest import PAIRS_FILE, manifest
 from geomap_gan.training.split import candidate_origins, choose_split
 
 if TYPE_CHECKING:
+    from geomap_gan.rendering.engine import ScenePlan
     from geomap_gan.rendering.grid import Grid
     from geomap_gan.rendering.reader import RegionReader
 
@@ -219,21 +220,14 @@ def make_pairs(
 
     from geomap_gan.model.modelfile import load_model
     from geomap_gan.rendering import scene
-    from geomap_gan.rendering.engine import _plan
+    from geomap_gan.rendering.engine import plan_scene
     from geomap_gan.rendering.options import RenderOptions
-    from geomap_gan.rendering.reader import RegionReader
-    from geomap_gan.rendering.resample import render_source
     from geomap_gan.rendering.windows import lattice_phase
 
     start = time.perf_counter()
     options = options or PairsOptions()
     specs = [s if isinstance(s, LayerSpec) else LayerSpec.parse(s) for s in layers]
-    if not specs and map_raster is None:
-        raise InputError("give the map: --layer CLASS=FILE (repeatable) and/or --map MAP.tif")
-    inputs: list[str | Path] = [scene_path, *(s.path.partition("|")[0] for s in specs)]
-    inputs += [map_raster] if map_raster is not None else []
-    inputs += [coverage] if coverage is not None and Path(coverage).exists() else []
-    out = check_out_dir(Path(out_dir), options.overwrite, inputs)
+    out = _check_out(scene_path, out_dir, specs, map_raster, coverage, options.overwrite)
     card = load_model(model).card
     options.validate(card.tile_size)
     stride = 2**card.num_downs
@@ -244,7 +238,7 @@ def make_pairs(
 
     with rasterio.Env(), contextlib.ExitStack() as stack:
         ds = stack.enter_context(scene.open_raster(scene_path))
-        plan = _plan(ds, card, render_opts)
+        plan = plan_scene(ds, card, render_opts)
         grid, gsd = plan.grid, float(card.gsd)
         widths = {**default_widths(gsd), **dict(options.widths)}
         classes, layer_records, cover_px, cover_record = _read_map_side(
@@ -254,30 +248,13 @@ def make_pairs(
         if map_raster is not None:
             base = MapRaster(str(map_raster), grid, ds)
             stack.callback(base.close)
-        source = render_source(ds, grid)
-        if source is not ds:
-            stack.enter_context(source)
-        aerial = RegionReader(source, plan.bands, plan.stretch, str(scene_path), None, plan.lut)
+        aerial = _aerial_reader(stack, ds, plan, str(scene_path))
 
         phase = lattice_phase(grid.transform, stride)
         origins = candidate_origins(grid.width, grid.height, options.tile, step, phase)
         eligible = _eligible(origins, options.tile, cover_px, aerial, base)
-        if not eligible:
-            where = " inside the coverage" if cover_px is not None else ""
-            raise InputError(
-                f"no whole {options.tile} px tile of the scene's {grid.width}x{grid.height} px "
-                f"render grid lies{where} where the aerial{' and the map' if base else ''} "
-                "have valid pixels; give a larger coverage or a smaller --tile"
-            )
-        train, val, dropped, val_blocks, block = choose_split(
-            eligible, options.tile, val_tile, options.val_share, options.block, step, phase,
-            options.seed,
-        )  # fmt: skip
-        if not train:
-            raise InputError(
-                f"all {len(eligible)} tiles went to val or next to it; lower --val-share, "
-                "or give a larger coverage"
-            )
+        _check_eligible(eligible, options.tile, grid, cover_px is not None, base is not None)
+        train, val, dropped, val_blocks, block = _split(eligible, options, val_tile, step, phase)
         log.info(
             "%s: render grid %dx%d px at %.4g m/px, %d tiles (%d px, step %d): %d train, %d val "
             "(%d blocks of %d px), %d dropped next to val",
@@ -297,6 +274,71 @@ def make_pairs(
     crs = grid.crs.to_string() if grid.crs else ""
     return PairsResult(out, len(train), len(val), dropped, options.tile, val_tile, step, gsd, crs,
                        grid.width, grid.height, time.perf_counter() - start)  # fmt: skip
+
+
+def _aerial_reader(
+    stack: contextlib.ExitStack, ds: Any, plan: ScenePlan, name: str
+) -> RegionReader:
+    """The scene read as the renderer reads it (resampled to the render grid, bands, 8-bit
+    stretch, harmonisation), its resampled view closed with ``stack``."""
+    from geomap_gan.rendering.reader import RegionReader
+    from geomap_gan.rendering.resample import render_source
+
+    source = render_source(ds, plan.grid)
+    if source is not ds:
+        stack.enter_context(source)
+    return RegionReader(source, plan.bands, plan.stretch, name, None, plan.lut)
+
+
+def _check_out(
+    scene_path: str | Path,
+    out_dir: str | Path,
+    specs: Sequence[LayerSpec],
+    map_raster: str | Path | None,
+    coverage: str | None,
+    overwrite: bool,
+) -> Path:
+    """The output folder, checked against every input (scene, layers, map, coverage) before
+    anything is read; InputError when no map side is given at all."""
+    if not specs and map_raster is None:
+        raise InputError("give the map: --layer CLASS=FILE (repeatable) and/or --map MAP.tif")
+    inputs: list[str | Path] = [scene_path, *(s.path.partition("|")[0] for s in specs)]
+    inputs += [map_raster] if map_raster is not None else []
+    inputs += [coverage] if coverage is not None and Path(coverage).exists() else []
+    return check_out_dir(Path(out_dir), overwrite, inputs)
+
+
+def _split(
+    eligible: list[tuple[int, int]],
+    options: PairsOptions,
+    val_tile: int,
+    step: int,
+    phase: tuple[int, int],
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]], int, int, int]:
+    """:func:`~geomap_gan.training.split.choose_split` of the eligible tiles; InputError when
+    no training tile is left."""
+    split = choose_split(eligible, options.tile, val_tile, options.val_share, options.block,
+                         step, phase, options.seed)  # fmt: skip
+    if not split[0]:
+        raise InputError(
+            f"all {len(eligible)} tiles went to val or next to it; lower --val-share, "
+            "or give a larger coverage"
+        )
+    return split
+
+
+def _check_eligible(
+    eligible: Sequence[tuple[int, int]], tile: int, grid: Grid, covered: bool, has_map: bool
+) -> None:
+    """InputError when no tile can be cut: none whole, inside the coverage, with valid pixels."""
+    if eligible:
+        return
+    where = " inside the coverage" if covered else ""
+    raise InputError(
+        f"no whole {tile} px tile of the scene's {grid.width}x{grid.height} px render grid "
+        f"lies{where} where the aerial{' and the map' if has_map else ''} have valid pixels; "
+        "give a larger coverage or a smaller --tile"
+    )
 
 
 def _read_map_side(

@@ -76,27 +76,7 @@ def polygonize(mask: np.ndarray, row0: int = 0, cuts: bool = False) -> np.ndarra
     h, w = mask.shape
     if not mask.any():
         return np.empty(0, dtype=object)
-    pad = np.zeros((h + 2, w + 2), dtype=bool)
-    pad[1:-1, 1:-1] = mask
-    tl, tr, bl, br = pad[:-1, :-1], pad[:-1, 1:], pad[1:, :-1], pad[1:, 1:]
-    # A corner has an odd number of region pixels around it; a saddle two, diagonal.
-    upper, lower = tl ^ tr, bl ^ br
-    vertex = upper ^ lower
-    vertex |= upper & lower & (tl ^ bl)
-    del upper, lower
-    if cuts:  # the boundary passing straight along the first and last grid lines
-        vertex[0] |= tl[0] ^ bl[0]
-        vertex[-1] |= tl[-1] ^ bl[-1]
-    flat = np.flatnonzero(vertex)  # corners in row order
-    del vertex
-    cy, cx = np.divmod(flat, w + 1)
-    kind = (
-        pad[cy, cx].astype(np.uint8)
-        | (pad[cy, cx + 1] << 1)
-        | (pad[cy + 1, cx] << 2)
-        | (pad[cy + 1, cx + 1] << 3)
-    )
-    del pad, tl, tr, bl, br
+    cy, cx, kind = _corners(mask, cuts)
     runs, labels = _pixel_runs(mask)
     # A corner's place in column order, for the south and north neighbours.
     by_col = np.lexsort((cy, cx))
@@ -104,36 +84,14 @@ def polygonize(mask: np.ndarray, row0: int = 0, cuts: bool = False) -> np.ndarra
     col_pos[by_col] = np.arange(len(by_col))
     # Saddles: are their two region pixels one region?
     saddle = SADDLE[kind]
-    same = np.zeros(len(flat), dtype=bool)
+    same = np.zeros(len(cy), dtype=bool)
     if saddle.any():
         s = np.flatnonzero(saddle)
         tl = kind[s] == 9  # TL and BR are the region pixels, else TR and BL
         ya, xa = cy[s] - 1, np.where(tl, cx[s] - 1, cx[s])
         yb, xb = cy[s], np.where(tl, cx[s], cx[s] - 1)
         same[s] = _label_at(runs, labels, ya * w + xa) == _label_at(runs, labels, yb * w + xb)
-    # Segments: one per corner and direction leaving it (two at a saddle), ordered by key.
-    out = OUT[kind]
-    seg_corner, seg_dir = [], []
-    for d in range(4):
-        has = np.flatnonzero(out >> d & 1)
-        seg_corner.append(has)
-        seg_dir.append(np.full(len(has), d))
-    corner, d = np.concatenate(seg_corner), np.concatenate(seg_dir)
-    order = np.argsort(corner * 4 + d, kind="stable")
-    corner, d = corner[order], d[order]
-    key = corner * 4 + d
-    # The corner each segment reaches, and the direction it leaves that corner in.
-    n_c = len(flat)
-    nxt_row = np.minimum(corner + 1, n_c - 1)
-    prv_row = np.maximum(corner - 1, 0)
-    nxt_col = by_col[np.minimum(col_pos[corner] + 1, n_c - 1)]
-    prv_col = by_col[np.maximum(col_pos[corner] - 1, 0)]
-    target = np.choose(d, [nxt_row, nxt_col, prv_row, prv_col])
-    t_out = out[target]
-    turn = np.where(same[target], (d + 1) % 4, (d + 3) % 4)
-    single = np.log2(np.maximum(t_out, 1)).astype(np.int64)  # the one bit of a non-saddle
-    nd = np.where(saddle[target], turn, single)
-    succ = np.searchsorted(key, target * 4 + nd)
+    corner, d, succ = _segments(kind, saddle, same, by_col, col_pos)
     walk, ring = ring_order(succ)
     vx = cx[corner[walk]].astype(np.float64)
     vy = (cy[corner[walk]] + row0).astype(np.float64)
@@ -154,6 +112,67 @@ def polygonize(mask: np.ndarray, row0: int = 0, cuts: bool = False) -> np.ndarra
     rings = shapely.linearrings(np.column_stack([vx[vert], vy[vert]]), indices=rank[ring][vert])
     poly = np.unique(owner[by_region], return_inverse=True)[1]
     return shapely.polygons(rings, indices=poly)
+
+
+def _corners(mask: np.ndarray, cuts: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The grid corners where a boundary turns, in row order: row, column and kind (a 4-bit
+    code of which of the four pixels around the corner are in ``mask``)."""
+    h, w = mask.shape
+    pad = np.zeros((h + 2, w + 2), dtype=bool)
+    pad[1:-1, 1:-1] = mask
+    tl, tr, bl, br = pad[:-1, :-1], pad[:-1, 1:], pad[1:, :-1], pad[1:, 1:]
+    # A corner has an odd number of region pixels around it; a saddle two, diagonal.
+    upper, lower = tl ^ tr, bl ^ br
+    vertex = upper ^ lower
+    vertex |= upper & lower & (tl ^ bl)
+    del upper, lower
+    if cuts:  # the boundary passing straight along the first and last grid lines
+        vertex[0] |= tl[0] ^ bl[0]
+        vertex[-1] |= tl[-1] ^ bl[-1]
+    flat = np.flatnonzero(vertex)
+    del vertex
+    cy, cx = np.divmod(flat, w + 1)
+    kind = (
+        pad[cy, cx].astype(np.uint8)
+        | (pad[cy, cx + 1] << 1)
+        | (pad[cy + 1, cx] << 2)
+        | (pad[cy + 1, cx + 1] << 3)
+    )
+    return cy, cx, kind
+
+
+def _segments(
+    kind: np.ndarray,
+    saddle: np.ndarray,
+    same: np.ndarray,
+    by_col: np.ndarray,
+    col_pos: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The boundary's segments, one per corner and direction leaving it (two at a saddle),
+    ordered by (corner, direction): each one's corner, direction, and the index of the segment
+    that follows it on its ring (turning at a saddle as ``same`` says its pixels connect)."""
+    out = OUT[kind]
+    seg_corner, seg_dir = [], []
+    for d in range(4):
+        has = np.flatnonzero(out >> d & 1)
+        seg_corner.append(has)
+        seg_dir.append(np.full(len(has), d))
+    corner, d = np.concatenate(seg_corner), np.concatenate(seg_dir)
+    order = np.argsort(corner * 4 + d, kind="stable")
+    corner, d = corner[order], d[order]
+    key = corner * 4 + d
+    # The corner each segment reaches, and the direction it leaves that corner in.
+    n_c = len(kind)
+    nxt_row = np.minimum(corner + 1, n_c - 1)
+    prv_row = np.maximum(corner - 1, 0)
+    nxt_col = by_col[np.minimum(col_pos[corner] + 1, n_c - 1)]
+    prv_col = by_col[np.maximum(col_pos[corner] - 1, 0)]
+    target = np.choose(d, [nxt_row, nxt_col, prv_row, prv_col])
+    t_out = out[target]
+    turn = np.where(same[target], (d + 1) % 4, (d + 3) % 4)
+    single = np.log2(np.maximum(t_out, 1)).astype(np.int64)  # the one bit of a non-saddle
+    nd = np.where(saddle[target], turn, single)
+    return corner, d, np.searchsorted(key, target * 4 + nd)
 
 
 def ring_order(succ: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,6 @@ Skips without QGIS, except under CI=true, where it fails."""
 from __future__ import annotations
 
 import ast
-import json
 import subprocess
 import warnings
 from pathlib import Path
@@ -25,8 +24,7 @@ from conftest import ROOT
 from rasterio.errors import NotGeoreferencedWarning
 from test_qgis_plugin import (  # noqa: F401 (fixtures)
     ENGINE,
-    PLUGIN_DIR,
-    _qgis_env,
+    host,
     model_5m,
     naip,
     qgis_python,
@@ -35,7 +33,6 @@ from test_qgis_plugin import (  # noqa: F401 (fixtures)
 from geomap_gan.legend import BACKGROUND, CLASSES, COLOURS, DRAW_ORDER
 from geomap_gan.vector import VectorizeOptions
 
-LOAD_HOST = Path(__file__).resolve().parent / "qgis_load_host.py"
 PLUGIN = ROOT / "qgis_plugin" / "geomap_gan_qgis"
 
 
@@ -61,17 +58,9 @@ def test_the_plugin_s_colours_and_defaults_are_the_engine_s() -> None:
 
 # ---- in QGIS ----------------------------------------------------------------------------------
 def load_host(qgis_python: Path, tmp_path: Path, jobs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Run ``jobs`` in a fresh headless QGIS that loads results into its project."""
-    home = tmp_path / "home"
-    home.mkdir(exist_ok=True)
-    spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({"plugin_path": str(PLUGIN_DIR), "jobs": jobs}))
-    proc = subprocess.run(
-        [str(qgis_python), str(LOAD_HOST), str(spec)], capture_output=True, text=True,
-        env=_qgis_env(home, ENGINE), cwd=tmp_path, timeout=600,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    """Run ``jobs`` in a fresh headless QGIS that loads their results into its project, as the
+    toolbox does (tests/qgis_host.py, jobs with ``load``)."""
+    return host(qgis_python, tmp_path, [{**job, "load": True} for job in jobs])
 
 
 def crafted_map(path: Path, bands: int = 3) -> Path:
