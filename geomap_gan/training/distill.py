@@ -203,7 +203,7 @@ class DistillDataset(Dataset):
         if logits.shape != (n, 3, h, w):
             raise ValueError(f"teacher maps {logits.shape} do not match pairs {pairs.shape}")
         self.pairs = torch.from_numpy(pairs).permute(0, 1, 4, 2, 3).reshape(n, 6, h, w)
-        self.logits = torch.from_numpy(np.ascontiguousarray(logits))
+        self.logits = logits  # maybe the cache's read-only memory map: copied per sample
         self.crop, self.direction = crop, direction
         self.augment = augment or Augment()
 
@@ -212,7 +212,8 @@ class DistillDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         aug = self.augment.draw()
-        x = torch.cat([self.pairs[i].float() / 255, self.logits[i].float()])
+        t = torch.from_numpy(self.logits[i].astype(np.float32))
+        x = torch.cat([self.pairs[i].float() / 255, t])
         x = random_crop(x, self.crop, aug.scale)
         x = random_dihedral(x) if aug.dihedral else (x.flip(-1) if torch.rand(()) < 0.5 else x)
         src = 0 if self.direction == "AtoB" else 3
