@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 CHILD = """
@@ -42,3 +43,17 @@ def render_in_child(scene: Path, out: Path, ngf: int, options: dict, arch: str =
     info = json.loads(printed.strip().splitlines()[-1])
     info.update(cpu=usage.ru_utime + usage.ru_stime, peak_rss_mb=usage.ru_maxrss / 1024)
     return info
+
+
+def run_command(cmd: list[str], cwd: Path, env: dict | None = None) -> tuple[float, str, dict]:
+    """Run ``cmd`` to its end: its wall seconds, its stdout, and the kernel's accounting of it
+    (CPU seconds ``cpu``, peak RSS in GB ``rss_gb``); SystemExit when it fails."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, cwd=cwd, text=True)
+    printed = proc.stdout.read() if proc.stdout else ""
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(cmd[:6])} ... failed")
+    return wall, printed, {"cpu": usage.ru_utime + usage.ru_stime,
+                           "rss_gb": usage.ru_maxrss / 2**20}  # fmt: skip

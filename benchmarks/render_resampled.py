@@ -19,10 +19,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _child_render import run_command  # noqa: E402
 from _machine import describe  # noqa: E402
 from _render_scene import make_scene  # noqa: E402
 
@@ -49,16 +49,9 @@ def run(tree: Path, scene: Path, out: Path) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     cmd = [sys.executable, "-m", "geomap_gan", "-q", "render", str(scene), str(out), "--overwrite",
            "--json"]  # fmt: skip
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, cwd=tree, text=True)
-    printed = proc.stdout.read() if proc.stdout else ""
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"render with {tree} failed")
+    wall, printed, usage = run_command(cmd, tree, env)
     data = json.loads(printed)
-    return {"wall": wall, "mp": data["width"] * data["height"] / 1e6,
-            "rss_gb": usage.ru_maxrss / 2**20}  # fmt: skip
+    return {"wall": wall, "mp": data["width"] * data["height"] / 1e6, "rss_gb": usage["rss_gb"]}
 
 
 def worktree(rev: str, where: Path) -> Path:
