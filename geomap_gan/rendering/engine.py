@@ -157,8 +157,8 @@ def plan_scene(
     rows = engine.row_range or (0, grid.height)
     if rows[1] > grid.height:
         raise InputError(f"row_range {rows} goes past the render grid's {grid.height} rows")
-    return ScenePlan(grid, native, bands, stretch, scene_gsd, gsd, aoi_px, aoi_native_px, alpha, rows,
-                 lut, distance)  # fmt: skip
+    return ScenePlan(grid, native, bands, stretch, scene_gsd, gsd, aoi_px, aoi_native_px, alpha,
+                     rows, lut, distance)  # fmt: skip
 
 
 @dataclass(frozen=True)
