@@ -150,7 +150,8 @@ def test_render_json_says_how_the_generator_ran_and_that_it_was_built(
     tmp_path, tiny_model_file, monkeypatch
 ):
     """`render --progress json`: a status event while the library builds, before the first
-    progress event; the result says eager (the build failed here) and how long it tried."""
+    progress event; the result says eager (the build failed here) and how long it tried. On a
+    terminal the status is the progress line's text, and the summary says it too."""
 
     def no_compiler(*args, **kwargs):
         raise RuntimeError("no C++ compiler")
@@ -167,6 +168,9 @@ def test_render_json_says_how_the_generator_ran_and_that_it_was_built(
     assert kinds[0] == "status" and kinds[1] == "progress" and kinds[-1] == "result"
     assert events[[e["event"] for e in events].index("status")]["message"] == BUILD_STATUS
     assert events[-1]["generator"] == "eager" and events[-1]["compile_seconds"] >= 0
+    bar = CliRunner().invoke(cli, [*cmd[:-2], "--overwrite"])  # the terminal's progress line
+    assert bar.exit_code == 0, bar.output
+    assert f"render: {BUILD_STATUS}" in bar.output and "(eager, built in" in bar.output
     plain = CliRunner().invoke(cli, [*cmd[:-2], "--no-compile", "--overwrite", "--json"])
     assert plain.exit_code == 0, plain.output
     summary = json.loads(plain.output[plain.output.index("{") :])
