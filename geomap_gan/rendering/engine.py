@@ -161,6 +161,22 @@ def plan_scene(
                      rows, lut, distance)  # fmt: skip
 
 
+def region_reader(
+    stack: contextlib.ExitStack,
+    ds: rasterio.DatasetReader,
+    plan: ScenePlan,
+    name: str,
+    threads: int = 1,
+    watch: scene.CorruptionWatch | None = None,
+) -> reader.RegionReader:
+    """The scene read as the renderer reads it: resampled to the plan's grid (in ``threads``),
+    its bands, 8-bit stretch and harmonisation; the resampled view closed with ``stack``."""
+    source = render_source(ds, plan.grid, threads)
+    if source is not ds:
+        stack.enter_context(source)
+    return reader.RegionReader(source, plan.bands, plan.stretch, name, watch, plan.lut)
+
+
 @dataclass(frozen=True)
 class RenderPlan:
     """The render grid of a scene and its windows, decided without reading pixels or running
@@ -328,16 +344,13 @@ def render(
         tiles = tile_grid(mapmodel.card, options, plan.grid)
         tile = tiles.tile
         options = replace(options, batch_size=batch_size_for(options, device, tile, len(tiles)))
-        source = render_source(ds, plan.grid, engine.gdal_threads)
-        if source is not ds:
-            stack.enter_context(source)
+        region = region_reader(stack, ds, plan, str(src), engine.gdal_threads, watch)
         weights = grid_weights(tiles)
         warnings = _domain_warnings(plan, options)
         for w in warnings:  # before a compile step's status line takes the terminal's last line
             log.warning("%s: %s", src, w)
         generator = TileRunner(mapmodel, device, options.amp, weights, options.batch_size,
                                options.compile, len(tiles), status)  # fmt: skip
-        region = reader.RegionReader(source, plan.bands, plan.stretch, str(src), watch, plan.lut)
         aoi = AoiFilter(plan.aoi_px) if plan.aoi_px is not None else None
         native = options.output_res == "native" and plan.grid != plan.native
         rows = window_rows(tiles, *plan.rows)

@@ -77,6 +77,13 @@ class TrainConfig:
         None,
         "Distil from this model file: the student learns the teacher's maps of the training aerials (cached once per run) beside the real maps.",
     )
+    teacher_scenes: str | None = opt(
+        None,
+        "With --teacher: also distil on these GeoTIFFs (comma-separated; not the scenes you evaluate on): tiles of --load-size px read as render reads them on the teacher's grid, where every pixel is valid, the teacher's map their only label.",
+    )
+    teacher_scene_tiles: int = opt(
+        256, "With --teacher-scenes: at most this many tiles per scene, spread evenly over it."
+    )
     lambda_teacher: float = opt(
         100.0, "With --teacher: weight of the road-weighted L1 to the teacher's map."
     )
@@ -215,6 +222,16 @@ class TrainConfig:
                 bool(self.teacher)
                 or not (self.lambda_logit or self.lambda_iou_teacher or self.lambda_feat),
                 "--lambda-logit, --lambda-iou-teacher and --lambda-feat need a --teacher",
+            ),
+            (
+                not self.teacher_scenes
+                or (bool(self.teacher) and self.teacher_cache and self.direction == "AtoB"),
+                "--teacher-scenes needs a --teacher, its cache (no --no-teacher-cache) and "
+                "--direction AtoB (the scenes are aerials)",
+            ),
+            (
+                self.teacher_scene_tiles >= 1,
+                f"--teacher-scene-tiles must be 1 or more, got {self.teacher_scene_tiles}",
             ),
             (self.d_warmup >= 0, f"--d-warmup must be 0 or more, got {self.d_warmup}"),
             (self.lambda_gan >= 0, f"--lambda-gan must be 0 or more, got {self.lambda_gan}"),

@@ -43,7 +43,7 @@ from torch.utils.data import Dataset
 from geomap_gan import files
 from geomap_gan.device import autocast
 from geomap_gan.legend import CLASS_RULES, CLASSES, ROAD_MIN
-from geomap_gan.model.modelfile import MapModel
+from geomap_gan.model.modelfile import MapModel, ModelCard
 from geomap_gan.model.nets import UnetSkipBlock, from_model_range, to_model_range
 from geomap_gan.training.augment import Augment, random_crop, random_dihedral, random_photometric
 from geomap_gan.training.config import TrainConfig
@@ -181,6 +181,66 @@ def teacher_cache(
         with files.atomic_output(path.with_suffix(".json")) as tmp:
             tmp.write_text(json.dumps(key, sort_keys=True))
     return logits
+
+
+def scene_tiles(path: str, card: ModelCard, size: int, limit: int) -> np.ndarray:
+    """Up to ``limit`` tiles of ``size`` px of the scene ``path``, read as ``render`` reads it
+    on ``card``'s grid (its GSD; bands, 8-bit stretch): side by side without overlap, spread
+    evenly over the scene, only those whose every pixel is valid. (N, size, size, 3) uint8;
+    InputError when none is whole."""
+    import contextlib
+
+    import rasterio
+
+    from geomap_gan.errors import InputError
+    from geomap_gan.rendering import scene
+    from geomap_gan.rendering.engine import plan_scene, region_reader
+    from geomap_gan.rendering.options import RenderOptions
+
+    with rasterio.Env(), contextlib.ExitStack() as stack:
+        ds = stack.enter_context(scene.open_raster(path))
+        plan = plan_scene(ds, card, RenderOptions(overlap=0))
+        reader = region_reader(stack, ds, plan, path)
+        width, height = plan.grid.width, plan.grid.height
+        origins = [(x, y) for y in range(0, height - size + 1, size)
+                   for x in range(0, width - size + 1, size)]  # fmt: skip
+        tiles = []
+        for x, y in origins[:: max(1, -(-len(origins) // limit))]:
+            data, valid = reader.read(x, y, size, size)
+            if valid.all():
+                tiles.append(data.transpose(1, 2, 0))
+    if not tiles:
+        raise InputError(
+            f"--teacher-scenes: {path} has no whole {size} px tile of valid pixels on the "
+            f"teacher's {width}x{height} px grid ({card.gsd:g} m/px); drop it or lower --load-size"
+        )
+    return np.stack(tiles)
+
+
+def distill_pairs(
+    pairs: np.ndarray,
+    cfg: TrainConfig,
+    teacher: MapModel,
+    teacher_sha: str,
+    device: torch.device,
+    folder: Path | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The training pairs and the teacher's cached pre-tanh maps of their inputs; with
+    ``--teacher-scenes`` the scenes' tiles are appended as pairs whose map is the teacher's
+    (rounded to uint8), their only label: every term then pulls towards the teacher there."""
+    extra = [scene_tiles(p.strip(), teacher.card, pairs.shape[2], cfg.teacher_scene_tiles)
+             for p in (cfg.teacher_scenes or "").split(",") if p.strip()]  # fmt: skip
+    n = len(pairs)
+    if extra:
+        aerials = np.concatenate(extra)
+        added = np.stack([aerials, np.zeros_like(aerials)], axis=1)
+        pairs = np.concatenate([pairs, added])
+        log.info("distilling on %d tiles of --teacher-scenes beside %d pairs", len(aerials), n)
+    logits = teacher_cache(teacher, teacher_sha, pairs, cfg.direction, cfg.amp, device, folder)
+    if extra:
+        grey = from_model_range(torch.tanh(torch.from_numpy(logits[n:]).float()))
+        pairs[n:, 1] = grey.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    return pairs, logits
 
 
 class DistillDataset(Dataset):
@@ -325,7 +385,7 @@ def recipe(c: TrainConfig) -> str:
         f"lambda_iou={c.lambda_iou} lambda_iou_teacher={c.lambda_iou_teacher} "
         f"iou_tau={c.iou_tau} lambda_feat={c.lambda_feat} feat_levels={c.feat_levels} "
         f"lambda_gan={c.lambda_gan} lambda_shift={c.lambda_shift} "
-        f"teacher_cache={c.teacher_cache}"
+        f"teacher_cache={c.teacher_cache} teacher_scenes={c.teacher_scenes or ''}"
     )
 
 

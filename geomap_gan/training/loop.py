@@ -329,13 +329,13 @@ class Trainer(Pix2PixTask):
         cfg = self.cfg
         ds: torch.utils.data.Dataset
         if self.teacher is not None and cfg.teacher_cache:
-            from geomap_gan.training.distill import DistillDataset, teacher_cache
+            from geomap_gan.training.distill import DistillDataset, distill_pairs
 
-            logits = teacher_cache(
-                self.teacher, self.teacher_sha, self.train_pairs, cfg.direction, cfg.amp,
-                self.device, self.out if self.is_main else None,
+            pairs, logits = distill_pairs(
+                self.train_pairs, cfg, self.teacher, self.teacher_sha, self.device,
+                self.out if self.is_main else None,
             )  # fmt: skip
-            ds = DistillDataset(self.train_pairs, logits, cfg.crop_size, cfg.direction, cfg.augment)
+            ds = DistillDataset(pairs, logits, cfg.crop_size, cfg.direction, cfg.augment)
         else:
             ds = MapsDataset(self.train_pairs, cfg.crop_size, True, cfg.direction, cfg.augment)
         sampler: torch.utils.data.DistributedSampler | None = None

@@ -55,7 +55,6 @@ from geomap_gan.training.manifest import PAIRS_FILE, manifest
 from geomap_gan.training.split import candidate_origins, choose_split
 
 if TYPE_CHECKING:
-    from geomap_gan.rendering.engine import ScenePlan
     from geomap_gan.rendering.grid import Grid
     from geomap_gan.rendering.reader import RegionReader
 
@@ -220,7 +219,7 @@ def make_pairs(
 
     from geomap_gan.model.modelfile import load_model
     from geomap_gan.rendering import scene
-    from geomap_gan.rendering.engine import plan_scene
+    from geomap_gan.rendering.engine import plan_scene, region_reader
     from geomap_gan.rendering.options import RenderOptions
     from geomap_gan.rendering.windows import lattice_phase
 
@@ -248,7 +247,7 @@ def make_pairs(
         if map_raster is not None:
             base = MapRaster(str(map_raster), grid, ds)
             stack.callback(base.close)
-        aerial = _aerial_reader(stack, ds, plan, str(scene_path))
+        aerial = region_reader(stack, ds, plan, str(scene_path))
 
         phase = lattice_phase(grid.transform, stride)
         origins = candidate_origins(grid.width, grid.height, options.tile, step, phase)
@@ -274,20 +273,6 @@ def make_pairs(
     crs = grid.crs.to_string() if grid.crs else ""
     return PairsResult(out, len(train), len(val), dropped, options.tile, val_tile, step, gsd, crs,
                        grid.width, grid.height, time.perf_counter() - start)  # fmt: skip
-
-
-def _aerial_reader(
-    stack: contextlib.ExitStack, ds: Any, plan: ScenePlan, name: str
-) -> RegionReader:
-    """The scene read as the renderer reads it (resampled to the render grid, bands, 8-bit
-    stretch, harmonisation), its resampled view closed with ``stack``."""
-    from geomap_gan.rendering.reader import RegionReader
-    from geomap_gan.rendering.resample import render_source
-
-    source = render_source(ds, plan.grid)
-    if source is not ds:
-        stack.enter_context(source)
-    return RegionReader(source, plan.bands, plan.stretch, name, None, plan.lut)
 
 
 def _check_out(

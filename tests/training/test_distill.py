@@ -294,3 +294,64 @@ def test_student_learns_the_teachers_white_strokes() -> None:
         steps[name] = -float(z.grad.mean())  # type: ignore[union-attr]
     assert steps["logit"] > 4 * steps["map"] > 0  # tanh' at 240 grey is 0.22
     assert from_model_range(torch.tanh(t)).min() >= ROAD_MIN
+
+
+# ---- --teacher-scenes ----------------------------------------------------------------------------
+def test_scene_tiles_are_the_renderer_s_reading_of_whole_valid_tiles(
+    teacher_file: Path, tmp_path: Path
+) -> None:
+    """Tiles side by side on the teacher's grid (here the scene's: 2 m both), whole and valid
+    only: a nodata corner drops the tiles it touches; at most ``limit`` of them."""
+    from geotiffs import write_geotiff
+
+    rng = np.random.default_rng(5)
+    data = rng.integers(1, 255, (3, 200, 260), dtype=np.uint8)
+    data[:, :60, :60] = 0  # nodata: the first tile is not whole
+    src = write_geotiff(tmp_path / "scene.tif", data, 2.0, nodata=0)
+    card = load_model(teacher_file).card
+    tiles = distill.scene_tiles(str(src), card, 64, 100)
+    assert tiles.shape == (3 * 4 - 1, 64, 64, 3)  # 4 columns x 3 rows, less the nodata corner's
+    np.testing.assert_array_equal(tiles[0], data[:, 0:64, 64:128].transpose(1, 2, 0))
+    assert len(distill.scene_tiles(str(src), card, 64, 4)) <= 4
+    with pytest.raises(InputError, match="no whole 256 px tile"):
+        distill.scene_tiles(str(src), card, 256, 10)
+
+
+def test_teacher_scenes_add_pairs_labelled_by_the_teacher(
+    tiny_maps: Path, teacher_file: Path, tmp_path: Path
+) -> None:
+    """The scenes' tiles join the training pairs with the teacher's map as their map; a run
+    distils on them and records the scenes in its card's recipe line."""
+    from geotiffs import write_geotiff
+
+    rng = np.random.default_rng(6)
+    src = write_geotiff(tmp_path / "scene.tif", rng.integers(0, 255, (3, 130, 200), np.uint8))
+    cfg = distill_cfg(tiny_maps, tmp_path / "run", teacher_file, teacher_scenes=str(src))
+    seed_process(3)
+    trainer = Trainer(cfg)
+    teacher = trainer.teacher
+    assert teacher is not None
+    pairs, logits = distill.distill_pairs(trainer.train_pairs, cfg, teacher,
+                                          trainer.teacher_sha, trainer.device, None)  # fmt: skip
+    n = len(trainer.train_pairs)
+    assert len(pairs) == n + 2 * 3 and len(logits) == len(pairs)  # 3 x 2 tiles of 64 px
+    np.testing.assert_array_equal(pairs[:n], trainer.train_pairs)
+    expected = distill.teacher_pre_tanh(teacher, pairs[n:, 0], amp=False)
+    np.testing.assert_allclose(
+        logits[n:].astype(np.float32), expected.astype(np.float32), atol=1e-2
+    )
+    grey = from_model_range(torch.tanh(torch.from_numpy(logits[n:]).float()))
+    assert np.abs(pairs[n:, 1].astype(int) - grey.permute(0, 2, 3, 1).numpy()).max() <= 0.5
+    trainer.fit()
+    assert (
+        "teacher_scenes="
+        in load_model(tmp_path / "run" / "model.safetensors").card.teacher["recipe"]
+    )
+
+
+def test_teacher_scenes_need_a_teacher_and_its_cache(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="--teacher-scenes needs a --teacher"):
+        TrainConfig(data_dir=str(tmp_path), teacher_scenes="a.tif")
+    with pytest.raises(InputError, match="--teacher-scenes needs"):
+        TrainConfig(data_dir=str(tmp_path), teacher="t.safetensors", teacher_scenes="a.tif",
+                    teacher_cache=False)  # fmt: skip
