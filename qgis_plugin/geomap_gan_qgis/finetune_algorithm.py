@@ -50,17 +50,10 @@ class FinetuneAlgorithm(CancellableAlgorithm):
     OUTPUT = "OUTPUT"
     MODEL_FILE = "MODEL_FILE"
 
-    def name(self) -> str:
-        return "finetune"
-
-    def displayName(self) -> str:  # noqa: N802 (QGIS API)
-        return "Fine-tune model"
-
-    def shortDescription(self) -> str:  # noqa: N802 (QGIS API)
-        return "Teach the model your region from a folder of training pairs."
-
-    def tags(self) -> list[str]:
-        return ["pix2pix", "training", "fine-tune", "map", "deep learning", "model"]
+    NAME = "finetune"
+    DISPLAY_NAME = "Fine-tune model"
+    DESCRIPTION = "Teach the model your region from a folder of training pairs."
+    TAGS = ("pix2pix", "training", "fine-tune", "map", "deep learning", "model")
 
     def shortHelpString(self) -> str:  # noqa: N802 (QGIS API)
         return (

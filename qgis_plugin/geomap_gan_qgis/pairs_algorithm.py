@@ -62,17 +62,10 @@ class PairsAlgorithm(CancellableAlgorithm):
     BANDS = "BANDS"
     OUTPUT = "OUTPUT"
 
-    def name(self) -> str:
-        return "pairs"
-
-    def displayName(self) -> str:  # noqa: N802 (QGIS API)
-        return "Make training pairs"
-
-    def shortDescription(self) -> str:  # noqa: N802 (QGIS API)
-        return "Training pairs from an aerial raster and map layers, to fine-tune the model."
-
-    def tags(self) -> list[str]:
-        return ["pix2pix", "training", "fine-tune", "pairs", "map", "imagery", "deep learning"]
+    NAME = "pairs"
+    DISPLAY_NAME = "Make training pairs"
+    DESCRIPTION = "Training pairs from an aerial raster and map layers, to fine-tune the model."
+    TAGS = ("pix2pix", "training", "fine-tune", "pairs", "map", "imagery", "deep learning")
 
     def shortHelpString(self) -> str:  # noqa: N802 (QGIS API)
         return (

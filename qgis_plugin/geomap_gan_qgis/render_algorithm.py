@@ -87,8 +87,25 @@ def crs_string(crs: QgsCoordinateReferenceSystem) -> str:
 
 
 class CancellableAlgorithm(QgsProcessingAlgorithm):
-    """What both geomap-gan algorithms share: the icon, a fresh copy per run, and Cancel (each
-    runs a child process that Cancel stops)."""
+    """What every geomap-gan algorithm shares: its identity from four class attributes, the
+    icon, a fresh copy per run, and Cancel (each runs a child process that Cancel stops)."""
+
+    NAME = ""
+    DISPLAY_NAME = ""
+    DESCRIPTION = ""
+    TAGS: tuple[str, ...] = ()
+
+    def name(self) -> str:
+        return self.NAME
+
+    def displayName(self) -> str:  # noqa: N802 (QGIS API)
+        return self.DISPLAY_NAME
+
+    def shortDescription(self) -> str:  # noqa: N802 (QGIS API)
+        return self.DESCRIPTION
+
+    def tags(self) -> list[str]:
+        return list(self.TAGS)
 
     def icon(self) -> QIcon:
         return QIcon(str(ICON))
@@ -123,18 +140,10 @@ class RenderAlgorithm(CancellableAlgorithm):
     VECTORS = "VECTORS"
     RENDER_SHARE = 85.0  # per cent of the progress bar for the render when vectors follow
 
-    # ---- identity ---------------------------------------------------------------------------
-    def name(self) -> str:
-        return "render"
-
-    def displayName(self) -> str:  # noqa: N802 (QGIS API)
-        return "Render map from satellite image"
-
-    def shortDescription(self) -> str:  # noqa: N802 (QGIS API)
-        return "Turn an aerial or satellite raster into a map-style raster with a pix2pix GAN."
-
-    def tags(self) -> list[str]:
-        return ["pix2pix", "gan", "map", "imagery", "deep learning", "style", "render"]
+    NAME = "render"
+    DISPLAY_NAME = "Render map from satellite image"
+    DESCRIPTION = "Turn an aerial or satellite raster into a map-style raster with a pix2pix GAN."
+    TAGS = ("pix2pix", "gan", "map", "imagery", "deep learning", "style", "render")
 
     def shortHelpString(self) -> str:  # noqa: N802 (QGIS API)
         return (

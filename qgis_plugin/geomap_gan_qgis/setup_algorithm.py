@@ -41,14 +41,9 @@ class SetupAlgorithm(CancellableAlgorithm):
     REINSTALL = "REINSTALL"
     EXECUTABLE = "EXECUTABLE"
 
-    def name(self) -> str:
-        return "setup"
-
-    def displayName(self) -> str:  # noqa: N802 (QGIS API)
-        return "Set up geomap-gan"
-
-    def shortDescription(self) -> str:  # noqa: N802 (QGIS API)
-        return "Install the geomap-gan engine (PyTorch and geomap-gan) in a venv of its own."
+    NAME = "setup"
+    DISPLAY_NAME = "Set up geomap-gan"
+    DESCRIPTION = "Install the geomap-gan engine (PyTorch and geomap-gan) in a venv of its own."
 
     def shortHelpString(self) -> str:  # noqa: N802 (QGIS API)
         return (

@@ -46,18 +46,11 @@ class VectorizeAlgorithm(CancellableAlgorithm):
     LOAD = "LOAD"
     OUTPUT = "OUTPUT"
 
-    def name(self) -> str:
-        return "vectorize"
-
-    def displayName(self) -> str:  # noqa: N802 (QGIS API)
-        return "Vectorize map"
-
-    def shortDescription(self) -> str:  # noqa: N802 (QGIS API)
-        return "A map raster's water, parks, roads and highways as vector layers."
-
-    def tags(self) -> list[str]:
-        return ["vectorize", "polygonize", "centre line", "centerline", "skeleton", "map",
-                "water", "park", "road", "highway", "geopackage"]  # fmt: skip
+    NAME = "vectorize"
+    DISPLAY_NAME = "Vectorize map"
+    DESCRIPTION = "A map raster's water, parks, roads and highways as vector layers."
+    TAGS = ("vectorize", "polygonize", "centre line", "centerline", "skeleton", "map", "water",
+            "park", "road", "highway", "geopackage")  # fmt: skip
 
     def shortHelpString(self) -> str:  # noqa: N802 (QGIS API)
         return (
