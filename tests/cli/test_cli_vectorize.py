@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,10 +15,11 @@ import pyogrio
 import pytest
 import rasterio
 import shapely
+import vector_maps
 from affine import Affine
 from click.testing import CliRunner
 from geotiffs import identity_model
-from rasterio.errors import NotGeoreferencedWarning
+from vector_maps import canvas, paint
 
 from geomap_gan.cli import cli
 from geomap_gan.legend import BACKGROUND, CLASSES, COLOURS
@@ -33,27 +33,18 @@ TRANSFORM = Affine(GSD, 0, 500000.0, 0, -GSD, 5000000.0)
 def painted(height: int = 40, width: int = 40) -> np.ndarray:
     """A map (rows, cols, 3): a 10x10 lake with a 2x2 island... too small to keep, a park, a
     road and a highway."""
-    img = np.empty((height, width, 3), dtype=np.uint8)
-    img[:] = BACKGROUND
-    img[5:15, 5:15] = COLOURS["water"]
-    img[20:30, 5:15] = COLOURS["park"]
-    img[18:22, 20:40] = COLOURS["road"]
-    img[0:40, 32:37] = COLOURS["highway"]
+    img = canvas(height, width)
+    for name, rows, cols in (("water", slice(5, 15), slice(5, 15)),
+                             ("park", slice(20, 30), slice(5, 15)),
+                             ("road", slice(18, 22), slice(20, 40)),
+                             ("highway", slice(0, 40), slice(32, 37))):  # fmt: skip
+        paint(img, name, rows, cols)
     return img
 
 
 def write_map(path: Path, img: np.ndarray, crs: str | None = "EPSG:32633", **kw: object) -> Path:
-    h, w, bands = img.shape
-    profile: dict[str, object] = dict(driver="GTiff", width=w, height=h, count=bands,
-                                      dtype=img.dtype.name, transform=TRANSFORM)  # fmt: skip
-    if crs is not None:
-        profile["crs"] = crs
-    profile.update(kw)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(path, "w", **profile) as ds:
-            ds.write(np.moveaxis(img, -1, 0))
-    return path
+    """vector_maps.write_map on this module's 2 m grid."""
+    return vector_maps.write_map(path, img, crs, TRANSFORM, **kw)
 
 
 def layer(path: Path, name: str | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -211,8 +202,13 @@ def test_empty_classes_give_empty_layers(tmp_path: Path, out: Path) -> None:
 # ---- render --vectors ----------------------------------------------------------------------------
 @pytest.fixture
 def identity(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``render`` with a model whose map is its input: a painted scene renders as itself."""
+    """``render`` with a model whose map is its input: a painted scene renders as itself.
+
+    The engine is imported first: a module that first imports ``load_model`` while the patch is
+    on keeps the identity model for the rest of the process (a later test in this process then
+    rendered NAIP with no water at all)."""
     import geomap_gan.model.modelfile as modelfile
+    import geomap_gan.rendering.engine  # noqa: F401 (see above)
 
     monkeypatch.setattr(modelfile, "load_model", lambda *a, **k: identity_model(64, GSD))
 
